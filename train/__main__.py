@@ -1,0 +1,29 @@
+"""`python -m train`: compose the Hydra config, convert it once to the typed schema, run."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from train.paths import CONF_DIR, register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from train.config import ConfigError, to_typed
+    from train.trainer import run
+
+    try:
+        typed = to_typed(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run(typed)
+
+
+if __name__ == "__main__":
+    main()

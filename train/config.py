@@ -1,0 +1,145 @@
+"""The typed, strict run configuration. Hydra composes YAML; `to_typed` converts it once, at the entry.
+
+Below `__main__` nobody sees a DictConfig. Unknown keys and ill-typed values fail here, before any work,
+with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from train.modeling.target import TargetConfig
+from train.tracking import LoggerConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported with the offending key."""
+
+
+@dataclass
+class DraftConfig:
+    """The draft architecture (conf group `draft/`). None = take the value from the target."""
+
+    name: str = "eagle"  # registry name: eagle
+    num_layers: int = 1  # decoder layers in the head
+    intermediate_size: int | None = None  # MLP width; None = the target's
+    num_heads: int | None = None  # attention heads; None = the target's
+    num_kv_heads: int | None = None  # key/value heads; None = the target's
+    feature_noise: float = 0.0  # half-width of uniform noise added to input features in training (EAGLE: 0.1)
+
+
+@dataclass
+class StageConfig:
+    """A training stage (conf group `stage/`): what data it reads and which losses it weighs."""
+
+    name: str = "pretrain"  # registry name: pretrain
+    feature_weight: float = 1.0  # weight of the feature-regression (smooth L1) loss
+    token_weight: float = 0.1  # weight of the token cross-entropy to the target's distribution
+    init_from: str | None = None  # a draft export to start from (fresh optimizer and schedule)
+
+
+@dataclass
+class DataConfig:
+    """Training and validation text (conf group `data/`)."""
+
+    name: str = "embedded-pydocs"  # shown in logs and exports
+    train_files: list[str] = field(default_factory=list)  # JSONL / JSONL.GZ files with a text field
+    valid_files: list[str] = field(default_factory=list)  # held-out files for the validation loss
+    text_field: str = "text"  # the field holding raw text
+    seq_len: int = 256  # tokens per packed training sequence
+    max_tokens: int | None = None  # stop after this many training tokens in total (None = max_steps decides)
+    shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + warmup/cosine schedule. The DeepSpeed config interpolates grad_clip from here."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+
+
+@dataclass
+class LoopConfig:
+    """Batching, length and cadence of the training loop (`train.*`)."""
+
+    micro_batch_size: int = 8  # sequences per rank per forward
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 200  # optimizer steps
+    log_every: int = 10
+    eval_every: int = 100  # validation loss every N steps (0 = only at the end)
+    eval_batches: int = 8  # validation micro-batches per rank
+    save_every: int = 100  # resumable checkpoint every N steps (and always at the end)
+    keep_checkpoints: int = 2  # newest resumable checkpoints kept on disk
+    seed: int = 0
+    device: str = "auto"  # auto = cuda:LOCAL_RANK when CUDA is available, else cpu
+    progress: bool = True  # tqdm bar on rank 0
+
+
+@dataclass
+class DeepSpeedConfig:
+    """ZeRO stage, precision and communication only (conf group `deepspeed/`); batch sizes, clipping and the
+    optimizer come from the run config so every number has one home."""
+
+    enabled: bool = True  # False = plain torch (single process), for debugging
+    config: dict[str, Any] = field(default_factory=dict)  # passed to deepspeed.initialize
+
+
+@dataclass
+class TrainConfig:
+    target: TargetConfig = field(default_factory=TargetConfig)
+    draft: DraftConfig = field(default_factory=DraftConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    run_name: str = "run"  # names the output directory outputs/<run_name>; same on every rank
+    output_dir: str = "outputs/run"  # checkpoints, export, resolved config, metrics
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+
+
+def to_typed(cfg: DictConfig | dict) -> TrainConfig:
+    """Merge onto the schema (strict: unknown key = error), resolve interpolations, build dataclasses."""
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+        OmegaConf.resolve(merged)
+        typed = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"config key {key!r}: {err.msg if hasattr(err, 'msg') else err}") from None
+    except ValueError as err:  # raised by a __post_init__ check; it names its own key
+        raise ConfigError(str(err)) from None
+    assert isinstance(typed, TrainConfig)
+    _check(typed)
+    return typed
+
+
+def _check(cfg: TrainConfig) -> None:
+    from train.modeling.draft.registry import DRAFT_HEADS
+    from train.stages import STAGES
+
+    if cfg.draft.name not in DRAFT_HEADS:
+        raise ConfigError(f"draft.name={cfg.draft.name!r}: expected one of {sorted(DRAFT_HEADS)}")
+    if cfg.stage.name not in STAGES:
+        raise ConfigError(f"stage.name={cfg.stage.name!r}: expected one of {sorted(STAGES)}")
+    for key, value in (
+        ("train.micro_batch_size", cfg.train.micro_batch_size),
+        ("train.grad_accum", cfg.train.grad_accum),
+        ("train.max_steps", cfg.train.max_steps),
+        ("data.seq_len", cfg.data.seq_len),
+    ):
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be >= 1")
+    if cfg.draft.name and not cfg.data.train_files:
+        raise ConfigError("data.train_files is empty: name at least one training file")

@@ -1,0 +1,88 @@
+"""The only place that reads RANK / WORLD_SIZE / LOCAL_RANK. Everything else asks these getters."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device(f"cuda:{local_rank()}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(requested)
+
+
+def init(requested_device: str = "auto", timeout_s: int = 600) -> torch.device:
+    """Join the process group: nccl on CUDA, gloo on CPU. A plain `python -m train` runs as a world of one."""
+    if "RANK" not in os.environ:
+        # DeepSpeed needs a process group even for one process; give it a private rendezvous.
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+        )
+    dev = device(requested_device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(
+            dist_backend="nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
+    return dev
+
+
+def barrier() -> None:
+    if dist.is_initialized() and world_size() > 1:
+        dist.barrier()
+
+
+def print0(*args: object, **kwargs: object) -> None:
+    if is_main():
+        print(*args, **kwargs, flush=True)  # type: ignore[call-overload]
+
+
+def all_reduce_sum(values: list[float], dev: torch.device) -> list[float]:
+    """Sum a few scalars over ranks in one collective (counts are summed, then divided: rule 7)."""
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    if dist.is_initialized() and world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def broadcast_object(obj: object) -> object:
+    if dist.is_initialized() and world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,182 @@
+"""Building the draft and wrapping it for training: DeepSpeed (ZeRO 0-3) or plain torch.
+
+Only the draft goes into `deepspeed.initialize`; the frozen target never does. The optimizer is a client
+torch AdamW (a DeepSpeed-config optimizer would compile fused kernels for ~50 s on CPU), and batch size,
+accumulation and clipping are written into the DeepSpeed config from the run config (one home per number).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+from train.modeling.draft.eagle import EagleHeadConfig
+from train.modeling.draft.io import load_draft
+from train.modeling.draft.registry import head_class
+from train.modeling.target import FrozenTarget
+
+
+def head_config(cfg: TrainConfig, target: FrozenTarget) -> EagleHeadConfig:
+    """Draft dimensions default to the target's so the head reads and writes the target's feature space."""
+    tc = target.model.config
+    heads = cfg.draft.num_heads or tc.num_attention_heads
+    rope = getattr(tc, "rope_parameters", None) or {}
+    return EagleHeadConfig(
+        hidden_size=tc.hidden_size,
+        intermediate_size=cfg.draft.intermediate_size or tc.intermediate_size,
+        num_heads=heads,
+        num_kv_heads=cfg.draft.num_kv_heads or getattr(tc, "num_key_value_heads", None) or heads,
+        head_dim=tc.hidden_size // heads,
+        num_layers=cfg.draft.num_layers,
+        rope_theta=float(rope.get("rope_theta", getattr(tc, "rope_theta", 10000.0))),
+        rms_norm_eps=float(getattr(tc, "rms_norm_eps", 1e-6)),
+        vocab_size=target.vocab_size,
+        architecture=cfg.draft.name,
+    )
+
+
+def build_draft(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
+    if cfg.stage.init_from:
+        head, _ = load_draft(cfg.stage.init_from, target.fingerprint(), target.vocab_size)
+        return head
+    cls = head_class(cfg.draft.name)
+    return cls(head_config(cfg, target))
+
+
+def lr_lambda(cfg: TrainConfig):  # noqa: ANN201 - a closure for LambdaLR
+    warmup, total, floor = cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def deepspeed_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
+    ds = dict(cfg.deepspeed.config)
+    ds["train_micro_batch_size_per_gpu"] = cfg.train.micro_batch_size
+    ds["gradient_accumulation_steps"] = cfg.train.grad_accum
+    ds["train_batch_size"] = cfg.train.micro_batch_size * cfg.train.grad_accum * world
+    ds["gradient_clipping"] = cfg.optim.grad_clip
+    # A torch AdamW with ZeRO is fine; DeepSpeed only asks us to say so.
+    ds.setdefault("zero_allow_untested_optimizer", True)
+    ds.setdefault("steps_per_print", 10**9)  # our own logging says what matters
+    return ds
+
+
+class Engine:
+    """One interface over DeepSpeed and plain torch: forward, backward, step, save, load, gather."""
+
+    def __init__(self, cfg: TrainConfig, draft: nn.Module, device: torch.device, world: int) -> None:
+        self.cfg = cfg
+        params = [p for p in draft.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+        self.use_deepspeed = cfg.deepspeed.enabled
+        if self.use_deepspeed:
+            import deepspeed
+
+            self.ds_config = deepspeed_config(cfg, world)
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=draft, optimizer=opt, lr_scheduler=sched, config=self.ds_config
+            )
+            self.module: nn.Module = self.engine.module
+        else:
+            if world > 1:
+                raise ValueError("deepspeed.enabled=false runs a single process; launch one rank or enable it")
+            self.module, self.optimizer, self.scheduler = draft.to(device), opt, sched
+            self._micro = 0
+            self._grad_norm = 0.0
+
+    @property
+    def zero_stage(self) -> int:
+        return self.engine.zero_optimization_stage() if self.use_deepspeed else 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.engine(*args, **kwargs) if self.use_deepspeed else self.module(*args, **kwargs)
+
+    def parameters(self):  # noqa: ANN201 - mirrors nn.Module.parameters
+        return self.module.parameters()
+
+    def train(self, mode: bool = True) -> None:
+        (self.engine if self.use_deepspeed else self.module).train(mode)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.use_deepspeed:
+            self.engine.backward(loss)
+        else:
+            (loss / self.cfg.train.grad_accum).backward()
+
+    def step(self) -> bool:
+        """Called after every micro-batch; returns True when an optimizer step happened."""
+        if self.use_deepspeed:
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.step()
+            return boundary
+        self._micro += 1
+        if self._micro % self.cfg.train.grad_accum:
+            return False
+        clip = self.cfg.optim.grad_clip or float("inf")
+        self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def grad_norm(self) -> float:
+        if self.use_deepspeed:
+            norm = self.engine.get_global_grad_norm()
+            return float(norm) if norm is not None else float("nan")
+        return self._grad_norm
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    # --- persistence --------------------------------------------------------------------------------
+    def save(self, ckpt_dir: Path, tag: str) -> None:
+        """Every rank calls this; each writes its own shard of model/optimizer state."""
+        if self.use_deepspeed:
+            self.engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
+        else:
+            (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "model": self.module.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "micro": self._micro,
+                },
+                ckpt_dir / tag / "torch_state.pt",
+            )
+
+    def load(self, ckpt_dir: Path, tag: str) -> None:
+        if self.use_deepspeed:
+            path, _ = self.engine.load_checkpoint(str(ckpt_dir), tag=tag)
+            if path is None:
+                raise FileNotFoundError(f"{ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
+        else:
+            state = torch.load(ckpt_dir / tag / "torch_state.pt", map_location="cpu", weights_only=False)
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self._micro = state["micro"]
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The draft's full weights on every rank (ZeRO-3 shards are gathered first)."""
+        if self.use_deepspeed and self.zero_stage == 3:
+            import deepspeed
+
+            params = list(self.module.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                return {k: v.detach().clone().cpu() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().clone().cpu() for k, v in self.module.state_dict().items()}

@@ -1,0 +1,80 @@
+"""EAGLE-1/2 draft head: fuse the next token's embedding with the target's feature, run decoder layers,
+predict the next feature. Token logits come from the target's frozen LM head (see `logits`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from train.modeling.draft.layers import DecoderLayer, KVCache
+
+
+@dataclass
+class EagleHeadConfig:
+    """Architecture of an EAGLE head; everything needed to rebuild it from an export's config.json."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    num_layers: int = 1
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    vocab_size: int = 0  # the target's vocabulary: checked against the target when an export is loaded
+    architecture: str = "eagle"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EagleHead(nn.Module):
+    """Input at position t: (embedding of token t+1, target feature at t). Output: predicted feature at t+1."""
+
+    config_class = EagleHeadConfig
+
+    def __init__(self, config: EagleHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        # The bias lets the fused projection shift features whose scale differs from embeddings'.
+        self.fc = nn.Linear(2 * h, h, bias=True)
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                h,
+                config.intermediate_size,
+                config.num_heads,
+                config.num_kv_heads,
+                config.head_dim,
+                config.rope_theta,
+                config.rms_norm_eps,
+            )
+            for _ in range(config.num_layers)
+        )
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.layers))
+
+    def forward(
+        self,
+        input_embeds: torch.Tensor,
+        features: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b, t, _ = input_embeds.shape
+        if position_ids is None:
+            start = 0 if cache is None else cache.length
+            position_ids = torch.arange(start, start + t, device=input_embeds.device).expand(b, t)
+        x = self.fc(torch.cat([input_embeds, features], dim=-1))
+        for i, layer in enumerate(self.layers):
+            x = layer(x, position_ids, cache, i, attn_mask)
+        return x
+
+    @staticmethod
+    def logits(hidden: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
+        """EAGLE-1/2 reuse the target's LM head on the predicted feature."""
+        return lm_head(hidden)

@@ -1,0 +1,178 @@
+"""The frozen target: a Hugging Face causal LM that exposes the features a draft trains on.
+
+The target is loaded with `AutoModelForCausalLM`, put in eval mode with gradients off, and is never handed
+to DeepSpeed: only the draft is trained, so only the draft is wrapped, sharded and checkpointed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TargetFeatures:
+    hidden: torch.Tensor  # (B, T, H): last hidden state after the final norm, what the LM head reads
+    logits: torch.Tensor  # (B, T, V)
+
+
+def choose_attention(requested: str, device: torch.device) -> str:
+    """'auto' takes flash-attn 2 on CUDA when it is installed, else PyTorch's sdpa (CPU, or no flash-attn)."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def check_target_path(name_or_path: str, field: str = "target.name_or_path") -> None:
+    """Fail before any work when a local target directory is missing or incomplete."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{field}={name_or_path}: directory has no config.json (not a HF model)")
+        return
+    if name_or_path.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"{field}={name_or_path}: no such directory")
+
+
+def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
+    payload = json.dumps(
+        {
+            "vocab": sorted(tok.get_vocab().items()),
+            "special": tok.special_tokens_map,
+            "chat_template": getattr(tok, "chat_template", None),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    cfg = model.config.to_dict()
+    # Fields that change with the library or the load dtype, not with the model itself.
+    for key in ("transformers_version", "torch_dtype", "dtype", "_name_or_path", "attn_implementation"):
+        cfg.pop(key, None)
+    emb = model.get_input_embeddings().weight
+    # A few weight values make two models with equal configs but different training distinguishable.
+    probe = emb[: min(4, emb.shape[0]), : min(8, emb.shape[1])].float().flatten().tolist()
+    payload = json.dumps({"config": cfg, "probe": [round(x, 4) for x in probe]}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class FrozenTarget(nn.Module):
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, name_or_path: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name_or_path = name_or_path
+        self.model.eval()
+        self.model.requires_grad_(False)
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        dtype: str = "float32",
+        device: torch.device | str = "cpu",
+        attn_implementation: str = "auto",
+        tokenizer_path: str | None = None,
+    ) -> FrozenTarget:
+        check_target_path(name_or_path)
+        device = torch.device(device)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                name_or_path,
+                dtype=DTYPES[dtype],
+                attn_implementation=choose_attention(attn_implementation, device),
+            )
+        except OSError as err:
+            raise FileNotFoundError(
+                f"target.name_or_path={name_or_path}: could not load a model ({err}). Offline machines need a "
+                "local directory or a model already in the HF cache."
+            ) from err
+        tok_path = tokenizer_path or name_or_path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_path)
+        except OSError as err:
+            raise FileNotFoundError(f"target.tokenizer={tok_path}: could not load a tokenizer ({err})") from err
+        check_vocab(model, tokenizer, name_or_path, tok_path)
+        return cls(model.to(device), tokenizer, name_or_path)
+
+    # --- shapes -------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def fingerprint(self) -> dict[str, str]:
+        return {
+            "target": self.name_or_path,
+            "target_fingerprint": model_fingerprint(self.model),
+            "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
+        }
+
+    # --- forward ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TargetFeatures:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return TargetFeatures(hidden=out.hidden_states[-1], logits=out.logits)
+
+
+def check_vocab(model: nn.Module, tokenizer: PreTrainedTokenizerBase, model_path: str, tok_path: str) -> None:
+    """A tokenizer that can emit ids the target has no embedding for would index out of range mid-run."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"tokenizer {tok_path} has {len(tokenizer)} tokens but target {model_path} has only {rows} "
+            "embedding rows: the tokenizer does not belong to this target (set target.tokenizer)."
+        )
+
+
+@dataclass
+class TargetConfig:
+    """Which frozen target to train against (conf group `target/`)."""
+
+    name_or_path: str = "???"  # HF hub name or local directory (a local directory wins; hubs need network)
+    tokenizer: str | None = None  # tokenizer path when it is not stored with the model
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the dtype the frozen target runs in
+    attn_implementation: str = "auto"  # auto = flash_attention_2 on CUDA when installed, else sdpa
+    family: str = ""  # free text shown in reports, e.g. "llama-3.1"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"target.dtype={self.dtype!r}: expected one of {sorted(DTYPES)}")
+        allowed = ("auto", "sdpa", "eager", "flash_attention_2")
+        if self.attn_implementation not in allowed:
+            raise ValueError(f"target.attn_implementation={self.attn_implementation!r}: expected one of {allowed}")
+
+    def load(self, device: torch.device | str = "cpu") -> FrozenTarget:
+        return FrozenTarget.load(self.name_or_path, self.dtype, device, self.attn_implementation, self.tokenizer)
