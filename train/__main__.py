@@ -14,14 +14,16 @@ register_resolvers()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from train.config import ConfigError, to_typed
-    from train.trainer import run
+    from train.config import ConfigError, check_paths, to_typed
 
     try:
         typed = to_typed(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        check_paths(typed)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    from train.trainer import run  # imported late: DeepSpeed's import is slow and a bad config should be quick
+
     run(typed)
 
 

@@ -143,3 +143,20 @@ def _check(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={value}: must be >= 1")
     if cfg.draft.name and not cfg.data.train_files:
         raise ConfigError("data.train_files is empty: name at least one training file")
+
+
+def check_paths(cfg: TrainConfig) -> None:
+    """Missing files fail here, before a process group, a model load or a tokenizer pass."""
+    from pathlib import Path
+
+    from train.modeling.target import check_target_path
+
+    check_target_path(cfg.target.name_or_path)
+    if cfg.target.tokenizer:
+        check_target_path(cfg.target.tokenizer, "target.tokenizer")
+    for key, files in (("data.train_files", cfg.data.train_files), ("data.valid_files", cfg.data.valid_files)):
+        for f in files:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"{key}: {f}: no such file")
+    if cfg.stage.init_from and not (Path(cfg.stage.init_from) / "config.json").is_file():
+        raise FileNotFoundError(f"stage.init_from={cfg.stage.init_from}: not a draft export (no config.json)")

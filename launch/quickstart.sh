@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: pretrain an EAGLE head against the shipped tiny Llama with DeepSpeed
+# on 2 CPU ranks (or every GPU of this node), then measure acceptance with real speculative decoding.
+# Extra arguments are Hydra overrides for the training run, e.g. `bash launch/quickstart.sh target=tiny-qwen2`.
+# Running it again resumes (or, when finished, just re-exports and re-evaluates) the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
+if command -v nvidia-smi >/dev/null 2>&1; then NPROC="${NPROC:-$(nvidia-smi -L | wc -l)}"; else NPROC="${NPROC:-2}"; fi
+RUN="${RUN:-quickstart}"
+TARGET=tiny-llama
+for arg in "$@"; do case "$arg" in target=*) TARGET="${arg#target=}" ;; esac; done
+
+python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m train \
+  run_name="$RUN" resume=true train.max_steps=600 train.eval_every=200 train.save_every=200 "$@"
+python -m eval target="$TARGET" draft_path="outputs/$RUN/export" output_dir="outputs/$RUN/eval"

@@ -1,0 +1,62 @@
+"""Bad overrides, missing paths and a tokenizer that does not belong to the target fail early and clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from tests.conftest import REPO, TINY_LLAMA
+from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
+from train.modeling.draft.io import load_draft, save_draft
+from train.modeling.target import FrozenTarget
+
+
+def run_cli(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "train", *overrides, "logger=none"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.max_steps=lots", "train.max_steps"),
+        ("target.name_or_path=/nonexistent/llama", "/nonexistent/llama"),
+        ("data.train_files=[/nonexistent/corpus.jsonl]", "/nonexistent/corpus.jsonl"),
+    ],
+)
+def test_cli_fails_before_work_naming_the_problem(override: str, named: str) -> None:
+    proc = run_cli(override)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert named in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_rejects_unknown_key() -> None:
+    proc = run_cli("train.max_stepz=3")
+    assert proc.returncode != 0 and "max_stepz" in proc.stderr
+
+
+def test_tokenizer_larger_than_target_vocab_is_refused(tmp_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(TINY_LLAMA)
+    tok.add_tokens([f"<extra_{i}>" for i in range(64)])
+    tok.save_pretrained(tmp_path / "tok")
+    with pytest.raises(ValueError, match="embedding rows"):
+        FrozenTarget.load(str(TINY_LLAMA), tokenizer_path=str(tmp_path / "tok"))
+
+
+def test_draft_from_another_tokenizer_is_refused(tmp_path: Path) -> None:
+    head = EagleHead(EagleHeadConfig(hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=2, head_dim=16))
+    save_draft(head.state_dict(), head.config, tmp_path / "x", {"tokenizer_fingerprint": "aaaa", "target": "t"})
+    with pytest.raises(ValueError, match="tokenizer"):
+        load_draft(tmp_path / "x", {"tokenizer_fingerprint": "bbbb", "target": "other"})
+    loaded, _ = load_draft(tmp_path / "x", {"tokenizer_fingerprint": "aaaa", "target": "t"})
+    assert all((a == b).all() for a, b in zip(head.state_dict().values(), loaded.state_dict().values(), strict=True))
