@@ -26,7 +26,9 @@ def load_text_column(files: Sequence[str], text_field: str) -> list[str]:
     texts = ds[text_field]
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise TypeError(f"data files {list(files)}: field {text_field!r} is not a string in records {bad[:10]}")
+        raise TypeError(
+            f"data files {list(files)}: field {text_field!r} is not a string in records {bad[:10]}"
+        )
     return texts
 
 
@@ -39,7 +41,9 @@ def pack_texts(
         raise ValueError(f"tokenizer {tokenizer.name_or_path} has no eos_token: cannot separate documents")
     ids: list[int] = []
     for start in range(0, len(texts), 256):
-        for doc in tokenizer(list(texts[start : start + 256]), add_special_tokens=False)["input_ids"]:
+        for doc in tokenizer(list(texts[start : start + 256]), add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]:
             ids.extend(doc)
             ids.append(eos)
         if max_tokens is not None and len(ids) >= max_tokens:

@@ -57,19 +57,23 @@ def short_run_overrides(corpus: Path, out_dir: Path, steps: int = 12) -> list[st
     ]
 
 
-def train_command(overrides: list[str], nproc: int = 2) -> list[str]:
+def train_command(overrides: list[str], nproc: int = 2, launcher: str = "torchrun") -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "train", *overrides]
+    if launcher == "deepspeed":
+        # --no_local_rank: the plain launcher appends --local_rank, which Hydra would reject as an override.
+        return ["deepspeed", "--no_local_rank", f"--num_gpus={nproc}", "--module", "train", *overrides]
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "train", *overrides,
     ]  # fmt: skip
 
 
-def run_train(overrides: list[str], nproc: int = 2, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        train_command(overrides, nproc), cwd=REPO, capture_output=True, text=True, timeout=600
-    )
+def run_train(
+    overrides: list[str], nproc: int = 2, check: bool = True, launcher: str = "torchrun"
+) -> subprocess.CompletedProcess:
+    cmd = train_command(overrides, nproc, launcher)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"train exited {proc.returncode}\n--- stderr tail ---\n{proc.stderr[-4000:]}")
     return proc

@@ -44,6 +44,13 @@ def test_two_rank_pretraining_lowers_loss(zero: int, small_corpus: Path, tmp_pat
         assert runs and any(p.suffix == ".wandb" for p in runs[0].rglob("*"))
 
 
+def test_deepspeed_launcher_runs_the_same_entry_point(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    proc = run_train([*short_run_overrides(small_corpus, out, steps=3)], launcher="deepspeed")
+    assert "2 rank(s)" in proc.stdout + proc.stderr
+    assert (out / "export" / "model.safetensors").is_file()
+
+
 def test_killed_and_resumed_run_matches_uninterrupted(small_corpus: Path, tmp_path: Path) -> None:
     steps, save_every = 40, 8
     common = [f"train.save_every={save_every}", "draft.feature_noise=0.05", "deepspeed=zero2"]
