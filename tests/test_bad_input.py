@@ -54,9 +54,15 @@ def test_tokenizer_larger_than_target_vocab_is_refused(tmp_path: Path) -> None:
 
 
 def test_draft_from_another_tokenizer_is_refused(tmp_path: Path) -> None:
-    head = EagleHead(EagleHeadConfig(hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=2, head_dim=16))
-    save_draft(head.state_dict(), head.config, tmp_path / "x", {"tokenizer_fingerprint": "aaaa", "target": "t"})
+    head = EagleHead(
+        EagleHeadConfig(hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=2, head_dim=16)
+    )
+    save_draft(
+        head.state_dict(), head.config, tmp_path / "x", {"tokenizer_fingerprint": "aaaa", "target": "t"}
+    )
     with pytest.raises(ValueError, match="tokenizer"):
         load_draft(tmp_path / "x", {"tokenizer_fingerprint": "bbbb", "target": "other"})
     loaded, _ = load_draft(tmp_path / "x", {"tokenizer_fingerprint": "aaaa", "target": "t"})
-    assert all((a == b).all() for a, b in zip(head.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert all(
+        (a == b).all() for a, b in zip(head.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )

@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    from train.trainer import run  # imported late: DeepSpeed's import is slow and a bad config should be quick
+    # Imported late: DeepSpeed's import is slow, and a bad config should fail quickly.
+    from train.trainer import run
 
     run(typed)
 

@@ -101,14 +101,18 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and _problem(p) is None)
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and _problem(p) is None
+    )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         return None
-    for folder in sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")), reverse=True):
+    for folder in sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")), reverse=True
+    ):
         problem = _problem(folder)
         if problem is None:
             return folder

@@ -154,7 +154,10 @@ def check_paths(cfg: TrainConfig) -> None:
     check_target_path(cfg.target.name_or_path)
     if cfg.target.tokenizer:
         check_target_path(cfg.target.tokenizer, "target.tokenizer")
-    for key, files in (("data.train_files", cfg.data.train_files), ("data.valid_files", cfg.data.valid_files)):
+    for key, files in (
+        ("data.train_files", cfg.data.train_files),
+        ("data.valid_files", cfg.data.valid_files),
+    ):
         for f in files:
             if not Path(f).is_file():
                 raise FileNotFoundError(f"{key}: {f}: no such file")

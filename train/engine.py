@@ -93,7 +93,9 @@ class Engine:
             self.module: nn.Module = self.engine.module
         else:
             if world > 1:
-                raise ValueError("deepspeed.enabled=false runs a single process; launch one rank or enable it")
+                raise ValueError(
+                    "deepspeed.enabled=false runs a single process; launch one rank or enable it"
+                )
             self.module, self.optimizer, self.scheduler = draft.to(device), opt, sched
             self._micro = 0
             self._grad_norm = 0.0

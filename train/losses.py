@@ -22,6 +22,8 @@ def soft_cross_entropy_sum(
     return (per_pos * mask).sum()
 
 
-def top1_match_sum(draft_logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def top1_match_sum(
+    draft_logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """How often the draft's top token is the target's top token: what greedy acceptance depends on."""
     return ((draft_logits.argmax(-1) == target_logits.argmax(-1)).float() * mask).sum()

@@ -21,7 +21,8 @@ from train.modeling.target import FrozenTarget
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # what backward() sees
-    stats: dict[str, torch.Tensor]  # detached sums, incl. "count"; summed over steps and ranks before dividing
+    # Detached sums, incl. "count"; summed over steps and ranks before dividing.
+    stats: dict[str, torch.Tensor]
 
 
 class PretrainStage:
@@ -31,7 +32,10 @@ class PretrainStage:
         self.cfg, self.target = cfg, target
         tok = target.tokenizer
         self.train_blocks = pack_texts(
-            load_text_column(cfg.data.train_files, cfg.data.text_field), tok, cfg.data.seq_len, cfg.data.max_tokens
+            load_text_column(cfg.data.train_files, cfg.data.text_field),
+            tok,
+            cfg.data.seq_len,
+            cfg.data.max_tokens,
         )
         self.valid_blocks = (
             pack_texts(load_text_column(cfg.data.valid_files, cfg.data.text_field), tok, cfg.data.seq_len)
@@ -57,7 +61,9 @@ class PretrainStage:
                 return
             yield {"input_ids": self.valid_blocks[start : start + mbs]}
 
-    def forward_loss(self, draft: nn.Module, batch: dict[str, torch.Tensor], training: bool = True) -> LossOutput:
+    def forward_loss(
+        self, draft: nn.Module, batch: dict[str, torch.Tensor], training: bool = True
+    ) -> LossOutput:
         target = self.target
         ids = batch["input_ids"].to(target.device, torch.long)
         feats = target.features(ids)

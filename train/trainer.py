@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from train import distributed as dist
 from train.checkpoint import TrainState, export_draft, latest_checkpoint, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.engine import Engine, build_draft, head_config
+from train.engine import Engine, build_draft
 from train.stages import STAGES
 from train.tracking import make_logger
 
@@ -157,7 +157,9 @@ class Trainer:
                     metrics.update(self.validate())
                 self.logger.log(metrics, step=st.step)
                 self._write_metrics(metrics)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", top1=f"{metrics['train/top1_agreement']:.3f}")
+                bar.set_postfix(
+                    loss=f"{metrics['train/loss']:.3f}", top1=f"{metrics['train/top1_agreement']:.3f}"
+                )
                 last = metrics
             if (cfg.train.save_every and st.step % cfg.train.save_every == 0) or final:
                 save_checkpoint(self.engine, self.run_dir, st, self.fingerprint, cfg.train.keep_checkpoints)

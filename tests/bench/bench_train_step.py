@@ -68,8 +68,10 @@ def main(overrides: list[str], repeats: int = 12) -> None:
             t_step.append(t_c)
     a, b, c = (statistics.median(x) for x in (t_target, t_draft, t_step))
     tokens = stage.tokens_per_micro_batch
-    print(f"micro-batch: {cfg.train.micro_batch_size} x {cfg.data.seq_len} tokens, target {cfg.target.family}, "
-          f"draft {cfg.draft.name}, ZeRO-{engine.zero_stage}, threads {torch.get_num_threads()}")
+    print(
+        f"micro-batch: {cfg.train.micro_batch_size} x {cfg.data.seq_len} tokens, target {cfg.target.family}, "
+        f"draft {cfg.draft.name}, ZeRO-{engine.zero_stage}, threads {torch.get_num_threads()}"
+    )
     print(f"{'part':<34}{'median ms':>12}{'tokens/s':>12}")
     for name, v in (("target forward", a), ("draft forward+backward", b), ("full training step", c)):
         print(f"{name:<34}{v * 1e3:>12.1f}{tokens / v:>12.0f}")

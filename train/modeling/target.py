@@ -105,7 +105,9 @@ class FrozenTarget(nn.Module):
         try:
             tokenizer = AutoTokenizer.from_pretrained(tok_path)
         except OSError as err:
-            raise FileNotFoundError(f"target.tokenizer={tok_path}: could not load a tokenizer ({err})") from err
+            raise FileNotFoundError(
+                f"target.tokenizer={tok_path}: could not load a tokenizer ({err})"
+            ) from err
         check_vocab(model, tokenizer, name_or_path, tok_path)
         return cls(model.to(device), tokenizer, name_or_path)
 
@@ -172,7 +174,11 @@ class TargetConfig:
             raise ValueError(f"target.dtype={self.dtype!r}: expected one of {sorted(DTYPES)}")
         allowed = ("auto", "sdpa", "eager", "flash_attention_2")
         if self.attn_implementation not in allowed:
-            raise ValueError(f"target.attn_implementation={self.attn_implementation!r}: expected one of {allowed}")
+            raise ValueError(
+                f"target.attn_implementation={self.attn_implementation!r}: expected one of {allowed}"
+            )
 
     def load(self, device: torch.device | str = "cpu") -> FrozenTarget:
-        return FrozenTarget.load(self.name_or_path, self.dtype, device, self.attn_implementation, self.tokenizer)
+        return FrozenTarget.load(
+            self.name_or_path, self.dtype, device, self.attn_implementation, self.tokenizer
+        )

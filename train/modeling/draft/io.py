@@ -22,7 +22,9 @@ from train.modeling.draft.registry import head_class
 EXPORT_FORMAT = "draftforge-export/1"
 
 
-def save_draft(state_dict: dict[str, torch.Tensor], head_config: Any, out_dir: str | Path, meta: dict) -> Path:
+def save_draft(
+    state_dict: dict[str, torch.Tensor], head_config: Any, out_dir: str | Path, meta: dict
+) -> Path:
     """Write atomically: a reader never sees a folder with config.json but a half-written weights file."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
