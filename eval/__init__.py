@@ -1,0 +1,1 @@
+"""`python -m eval`: lossless chain speculative decoding of a draft against its target, acceptance and speed."""

@@ -1,0 +1,132 @@
+"""Held-out prompts: chat (first user turn through the target's chat template) and docs (a document prefix).
+
+Selection is deterministic and spread over the whole file (evenly spaced rows), so a prompt id names the
+same token ids on every machine and a larger num_prompts only adds prompts between the existing ones' rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from eval.config import PromptsConfig
+
+EMBEDDED_CORPUS = Path(__file__).resolve().parent.parent / "data" / "embedded" / "corpus"
+EMBEDDED_FILES = {
+    "chat": EMBEDDED_CORPUS / "dialogues_valid.jsonl.gz",
+    "docs": EMBEDDED_CORPUS / "pydocs_valid.jsonl.gz",
+}
+
+
+@dataclass
+class Prompt:
+    id: str  # "<category>/<row id>": stable across runs and machines
+    category: str  # chat | docs
+    input_ids: list[int]
+
+
+@dataclass
+class PromptSet:
+    prompts: list[Prompt]
+    skipped: dict[str, int]  # reason -> rows left out (too long, too short, no user turn)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from err
+    return rows
+
+
+def chat_prompt_ids(tok: PreTrainedTokenizerBase, messages: list[dict]) -> list[int] | None:
+    """Messages up to and including the first user turn (a leading system turn stays), then the
+    assistant header; None when there is no user turn."""
+    first_user = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
+    if first_user is None:
+        return None
+    text = tok.apply_chat_template(messages[: first_user + 1], tokenize=False, add_generation_prompt=True)
+    # The template already wrote any BOS it wants; encoding must not add a second one.
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def docs_prompt_ids(tok: PreTrainedTokenizerBase, text: str, prefix_tokens: int) -> list[int] | None:
+    """The first `prefix_tokens` tokens (with the tokenizer's BOS, if any); None for a shorter document,
+    so every docs prompt has the same length and categories stay comparable."""
+    # Tokenize a generous leading slice, not a whole (possibly 100k-character) document; the full text is
+    # only needed when the slice is too short to be sure its first `prefix_tokens` tokens are final.
+    ids = tok(text[: 32 * prefix_tokens], add_special_tokens=True)["input_ids"]
+    if len(ids) <= prefix_tokens and len(text) > 32 * prefix_tokens:
+        ids = tok(text, add_special_tokens=True)["input_ids"]
+    return ids[:prefix_tokens] if len(ids) >= prefix_tokens else None
+
+
+def _category(row: dict) -> str:
+    if "category" in row:
+        return str(row["category"])
+    return "chat" if "messages" in row else "docs"
+
+
+def _encode(
+    row: dict, tok: PreTrainedTokenizerBase, cfg: PromptsConfig, where: str
+) -> tuple[list[int] | None, str]:
+    if "messages" in row:
+        ids = chat_prompt_ids(tok, row["messages"])
+        if ids is None:
+            return None, "no_user_turn"
+        return (ids, "") if len(ids) <= cfg.max_prompt_tokens else (None, "too_long")
+    if "text" in row:
+        ids = docs_prompt_ids(tok, row["text"], cfg.docs_prefix_tokens)
+        return (ids, "") if ids is not None else (None, "too_short")
+    raise ValueError(f"{where}: a prompt row needs 'messages' or 'text', found keys {sorted(row)}")
+
+
+def _spread(n_rows: int, n_take: int) -> list[int]:
+    """n_take row indices evenly spaced over n_rows (all rows when there are fewer)."""
+    if n_take >= n_rows:
+        return list(range(n_rows))
+    return [(i * n_rows) // n_take for i in range(n_take)]
+
+
+def load_prompts(cfg: PromptsConfig, tok: PreTrainedTokenizerBase) -> PromptSet:
+    files = [EMBEDDED_FILES[c] for c in cfg.categories] if cfg.source == "embedded" else list(cfg.files)
+    by_category: dict[str, list[Prompt]] = {}
+    skipped: dict[str, int] = {}
+    for path in files:
+        for lineno, row in enumerate(read_jsonl(path), 1):
+            where = f"{path}:{lineno}"
+            ids, reason = _encode(row, tok, cfg, where)
+            if ids is None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            category = _category(row)
+            row_id = row.get("id", f"{Path(path).name}:{lineno}")
+            by_category.setdefault(category, []).append(Prompt(f"{category}/{row_id}", category, ids))
+    if not by_category:
+        raise ValueError(f"no usable prompts in {[str(f) for f in files]} (left out: {skipped})")
+    # Split num_prompts evenly over categories; the first categories take the remainder.
+    cats = sorted(by_category)
+    prompts: list[Prompt] = []
+    for i, cat in enumerate(cats):
+        want = cfg.num_prompts // len(cats) + (1 if i < cfg.num_prompts % len(cats) else 0)
+        rows = by_category[cat]
+        prompts.extend(rows[j] for j in _spread(len(rows), want))
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise ValueError(
+            f"duplicate prompt ids in {[str(f) for f in files]}: ids must be unique per category"
+        )
+    return PromptSet(prompts, skipped)
