@@ -14,4 +14,5 @@ for arg in "$@"; do case "$arg" in target=*) TARGET="${arg#target=}" ;; esac; do
 
 python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m train \
   run_name="$RUN" resume=true train.max_steps=600 train.eval_every=200 train.save_every=200 "$@"
-python -m eval target="$TARGET" draft_path="outputs/$RUN/export" output_dir="outputs/$RUN/eval"
+python -m eval target="$TARGET" draft_path="outputs/$RUN/export" output_dir="outputs/$RUN/eval" \
+  prompts.num_prompts=32 cpu_threads=1
