@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from train import distributed as dist
 from train.checkpoint import TrainState, export_draft, latest_checkpoint, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.engine import Engine, build_draft
+from train.draft_factory import build_draft
+from train.engine import Engine
 from train.stages import STAGES
 from train.tracking import make_logger
 

@@ -1,0 +1,16 @@
+"""Draft architecture name -> objective. A new draft is a new objective file plus one entry here."""
+
+from __future__ import annotations
+
+from train.config import TrainConfig
+from train.objectives.base import LossOutput, Objective
+from train.objectives.eagle import EagleObjective
+
+OBJECTIVES: dict[str, type] = {"eagle": EagleObjective}
+
+
+def objective_for(cfg: TrainConfig) -> Objective:
+    return OBJECTIVES[cfg.draft.name](cfg)
+
+
+__all__ = ["OBJECTIVES", "LossOutput", "Objective", "objective_for"]

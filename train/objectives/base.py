@@ -1,0 +1,32 @@
+"""What every draft objective returns, and the signature the stages call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from train.modeling.target import FrozenTarget, TargetFeatures
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # what backward() sees
+    # Detached sums, incl. "count"; summed over steps and ranks before dividing (rule 7).
+    stats: dict[str, torch.Tensor]
+
+
+class Objective(Protocol):
+    """Turns (draft, target features of a token batch) into a loss. One per draft architecture."""
+
+    def __call__(
+        self,
+        draft: nn.Module,
+        target: FrozenTarget,
+        input_ids: torch.Tensor,
+        features: TargetFeatures,
+        loss_mask: torch.Tensor,
+        training: bool,
+    ) -> LossOutput: ...

@@ -1,0 +1,52 @@
+"""EAGLE-1/2 objective: regress the target's next feature and match its next-token distribution."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+from train.losses import feature_regression_sum, soft_cross_entropy_sum, top1_match_sum
+from train.modeling.target import FrozenTarget, TargetFeatures
+from train.objectives.base import LossOutput
+
+
+class EagleObjective:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.feature_weight = cfg.stage.feature_weight
+        self.token_weight = cfg.stage.token_weight
+        self.noise = cfg.draft.feature_noise
+
+    def __call__(
+        self,
+        draft: nn.Module,
+        target: FrozenTarget,
+        input_ids: torch.Tensor,
+        features: TargetFeatures,
+        loss_mask: torch.Tensor,
+        training: bool,
+    ) -> LossOutput:
+        # Draft position t reads (token t+1, target feature t) and predicts feature t+1 / token t+2.
+        in_embeds = target.embed(input_ids[:, 1:])
+        in_feats = features.hidden[:, :-1]
+        if training and self.noise > 0:
+            # EAGLE's trick: at decode time the head reads its own (imperfect) features; noise prepares it.
+            in_feats = in_feats + (torch.rand_like(in_feats) * 2 - 1) * self.noise
+        draft_dtype = next(draft.parameters()).dtype
+        out = draft(in_embeds.to(draft_dtype), in_feats.to(draft_dtype))
+        draft_logits = target.lm_head(out.to(target.dtype))
+        mask = loss_mask[:, 1:].to(out.device, torch.float32)
+        true_feats, true_logits = features.hidden[:, 1:], features.logits[:, 1:]
+        feat_sum = feature_regression_sum(out, true_feats, mask)
+        tok_sum = soft_cross_entropy_sum(draft_logits, true_logits, mask)
+        count = mask.sum()
+        loss = (self.feature_weight * feat_sum + self.token_weight * tok_sum) / count.clamp(min=1)
+        with torch.no_grad():
+            stats = {
+                "loss_sum": loss.detach() * count,
+                "feature_loss_sum": feat_sum.detach(),
+                "token_loss_sum": tok_sum.detach(),
+                "top1_sum": top1_match_sum(draft_logits, true_logits, mask),
+                "count": count,
+            }
+        return LossOutput(loss, stats)
