@@ -24,12 +24,26 @@ class ConfigError(ValueError):
 class DraftConfig:
     """The draft architecture (conf group `draft/`). None = take the value from the target."""
 
-    name: str = "eagle"  # registry name: eagle
-    num_layers: int = 1  # decoder layers in the head
+    name: str = "eagle"  # registry name: eagle | eagle3 | scylla | medusa | dense
+    num_layers: int = 1  # decoder layers (eagle/eagle3/scylla/dense) or residual blocks per head (medusa)
+    hidden_size: int | None = None  # dense only: width of the stand-alone LM; None = the target's
     intermediate_size: int | None = None  # MLP width; None = the target's
     num_heads: int | None = None  # attention heads; None = the target's
     num_kv_heads: int | None = None  # key/value heads; None = the target's
     feature_noise: float = 0.0  # half-width of uniform noise added to input features in training (EAGLE: 0.1)
+    feature_layers: list[int] | None = (
+        None  # eagle3/scylla: target hidden_states fused; None = low, mid, high
+    )
+    draft_vocab_size: int | None = None  # eagle3/scylla: reduced LM-head vocabulary; None = the target's
+    vocab_path: str | None = (
+        None  # eagle3/scylla: d2t/t2d map from `python -m data.draft_vocab`; None = build
+    )
+    ttt_steps: int = 1  # eagle3/scylla: training-time-test unroll depth (1 = no unrolling)
+    ttt_decay: float = 0.8  # eagle3/scylla/medusa: loss weight of unroll step / head j is decay**j
+    medusa_heads: int = 4  # medusa: K heads proposing tokens t+2 .. t+K+1
+    share_lm_head: bool = True  # medusa: heads reuse the target's frozen LM head
+    pretrained_path: str | None = None  # dense: start from this local HF causal LM instead of a fresh one
+    model_type: str | None = None  # dense: transformers architecture (llama, qwen2, ...); None = the target's
 
 
 @dataclass
@@ -39,20 +53,45 @@ class StageConfig:
     name: str = "pretrain"  # registry name: pretrain
     feature_weight: float = 1.0  # weight of the feature-regression (smooth L1) loss
     token_weight: float = 0.1  # weight of the token cross-entropy to the target's distribution
+    data_ce_weight: float = 0.0  # dense/medusa: weight of plain cross-entropy on the data's next tokens
     init_from: str | None = None  # a draft export to start from (fresh optimizer and schedule)
 
 
 @dataclass
 class DataConfig:
-    """Training and validation text (conf group `data/`)."""
+    """Training and validation data (conf group `data/`); read, checked and tokenized by `data/`."""
 
     name: str = "embedded-pydocs"  # shown in logs and exports
-    train_files: list[str] = field(default_factory=list)  # JSONL / JSONL.GZ files with a text field
+    train_files: list[str] = field(default_factory=list)  # JSONL(.gz) / Parquet files or folders of text files
     valid_files: list[str] = field(default_factory=list)  # held-out files for the validation loss
-    text_field: str = "text"  # the field holding raw text
-    seq_len: int = 256  # tokens per packed training sequence
+    hf_dataset: str | None = None  # HF dataset (hub name or local folder), read after train/valid_files
+    hf_config: str | None = None  # HF dataset configuration name
+    train_split: str = "train"  # HF split for training
+    valid_split: str | None = None  # HF split for validation (None = none from the HF dataset)
+    streaming: bool = False  # stream the HF dataset (corpora too big for disk; stops at max_tokens)
+    format: str = "auto"  # auto | text | sharegpt | messages (auto: decided by the first record)
+    text_field: str = "text"  # the field holding raw text (text format)
+    chat_template: str | None = None  # .jinja file replacing the tokenizer's chat template
+    seq_len: int = 256  # tokens per training sequence (packed text; chat records longer than this are bad)
     max_tokens: int | None = None  # stop after this many training tokens in total (None = max_steps decides)
+    valid_max_tokens: int | None = None  # token budget for the validation split (None = all of it)
     shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
+    validation: str = "strict"  # strict: any bad record stops the run | lenient: skip and count them
+    max_bad_fraction: float = 0.01  # lenient: stop anyway when more than this fraction of records is bad
+    mode: str = "online"  # online: run the target each step | offline: read features from cache_dir
+    cache_dir: str | None = None  # hidden-state cache from `python -m data cache` (offline mode)
+
+    def __post_init__(self) -> None:
+        choices = {
+            "format": ("auto", "text", "sharegpt", "messages"),
+            "validation": ("strict", "lenient"),
+            "mode": ("online", "offline"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"data.{key}={getattr(self, key)!r}: expected one of {allowed}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"data.max_bad_fraction={self.max_bad_fraction}: must be in [0, 1]")
 
 
 @dataclass
@@ -82,6 +121,11 @@ class LoopConfig:
     seed: int = 0
     device: str = "auto"  # auto = cuda:LOCAL_RANK when CUDA is available, else cpu
     progress: bool = True  # tqdm bar on rank 0
+    max_consecutive_skips: int = 5  # stop (exit 76) after this many non-finite steps in a row (0 = never)
+    collective_timeout_s: int = 600  # a collective waiting longer than this fails (dead or hung peer)
+    watchdog_s: int = 1800  # a rank that completes no step or save for this long dumps stacks, exits 1 (0 = off)
+    requeue: bool = True  # on a stop signal under SLURM, rank 0 runs `scontrol requeue` after saving
+    max_requeues: int = 10  # ... unless SLURM_RESTART_COUNT has reached this
 
 
 @dataclass
@@ -105,7 +149,10 @@ class TrainConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
     run_name: str = "run"  # names the output directory outputs/<run_name>; same on every rank
     output_dir: str = "outputs/run"  # checkpoints, export, resolved config, metrics
-    resume: bool = False  # continue from the newest checkpoint in output_dir
+    resume: bool = False  # continue from the newest good checkpoint in output_dir (implied on a SLURM requeue)
+    # What a resumed run may change from its checkpoint; anything else differing is refused by name. Any of:
+    # tokenizer, target, draft_vocab, world_size, batch_size.
+    resume_allow_changes: list[str] = field(default_factory=list)
 
 
 def to_typed(cfg: DictConfig | dict) -> TrainConfig:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import sys
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,21 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from train import distributed as dist
-from train.checkpoint import TrainState, export_draft, latest_checkpoint, load_checkpoint, save_checkpoint
+from train.checkpoint import TrainState, export_draft, save_checkpoint
 from train.config import TrainConfig
 from train.draft_factory import build_draft
 from train.engine import Engine
+from train.guards import Faults, SkipCounter, Watchdog, resume_identity
+from train.preemption import (
+    EXIT_ERROR,
+    EXIT_NONFINITE,
+    EXIT_PREEMPTED,
+    EXIT_RESUME_REFUSED,
+    StopRun,
+    StopSignals,
+    request_requeue,
+)
+from train.resume import ResumeRefused, draft_vocab, implied_resume, resume
 from train.stages import STAGES
 from train.tracking import make_logger
 
@@ -41,8 +55,12 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.device = dist.init(cfg.train.device)
+        # First: a preemption warning during the slow set-up must set the flag, not kill the process.
+        self.stop = StopSignals()
+        self.stop.install()
+        self.device = dist.init(cfg.train.device, cfg.train.collective_timeout_s)
         self.rank, self.world = dist.rank(), dist.world_size()
+        cfg.resume = implied_resume(cfg)
         self.run_dir = Path(cfg.output_dir)
         _check_run_dir(cfg, self.run_dir)
         self.target = cfg.target.load(self.device)
@@ -58,13 +76,15 @@ class Trainer:
         self.tokens_per_step = tokens_per_step
         self.engine = Engine(cfg, self.draft, self.device, self.world)
         self.fingerprint = {**self.target.fingerprint(), "config_fingerprint": config_fingerprint(cfg)}
-        self.state = TrainState()
-        resumed_from = None
-        if cfg.resume:
-            ckpt = latest_checkpoint(self.run_dir)
-            if ckpt is not None:
-                self.state = load_checkpoint(self.engine, ckpt)
-                resumed_from = ckpt
+        loop = cfg.train
+        self.identity = resume_identity(
+            self.fingerprint, draft_vocab(self.head_config), self.world, loop.micro_batch_size, loop.grad_accum
+        )
+        loaded, resumed_from = resume(cfg, self.engine, self.run_dir, self.identity, self.fingerprint)
+        self.state = loaded or TrainState()
+        self.skips = SkipCounter(loop.max_consecutive_skips, total=self.state.skipped_steps)
+        self.watchdog = Watchdog(loop.watchdog_s)
+        self.faults = Faults.from_env()  # test-only; empty unless DRAFTFORGE_TEST_FAULTS is set
         if resumed_from is None:
             torch.manual_seed(cfg.train.seed * 1000 + self.rank)  # per-rank noise streams
         if dist.is_main():
@@ -91,13 +111,14 @@ class Trainer:
 
     @staticmethod
     def _ratios(t: dict[str, float], prefix: str) -> dict[str, float]:
-        n = max(t.get("count", 0.0), 1.0)
-        return {
-            f"{prefix}/loss": t["loss_sum"] / n,
-            f"{prefix}/feature_loss": t["feature_loss_sum"] / n,
-            f"{prefix}/token_ce": t["token_loss_sum"] / n,
-            f"{prefix}/top1_agreement": t["top1_sum"] / n,
-        }
+        """Every "<name>_sum" divided by its count: "count", or "<group>/count" for "<group>/<name>_sum"."""
+        out = {}
+        for key, total in t.items():
+            if not key.endswith("_sum"):
+                continue
+            group = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+            out[f"{prefix}/{key[: -len('_sum')]}"] = total / max(t.get(f"{group}count", 0.0), 1.0)
+        return out
 
     def _write_metrics(self, metrics: dict[str, Any]) -> None:
         if dist.is_main():
@@ -130,18 +151,32 @@ class Trainer:
         window: dict[str, torch.Tensor] = {}
         t0, tokens0 = time.perf_counter(), st.tokens_seen
         last: dict[str, Any] = {}
+        pending: dict[str, torch.Tensor] = {}  # this step's stats: kept only if the step is not skipped
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.watchdog.arm()
         while st.step < cfg.train.max_steps:
             out = self.stage.forward_loss(self.engine, self.stage.train_batch(st.micro_index))
             st.micro_index += 1
-            self.engine.backward(out.loss)
-            stepped = self.engine.step()
+            loss = out.loss * float("nan") if self.faults.nan_loss(self.rank, st.step + 1) else out.loss
+            bad |= ~torch.isfinite(loss.detach())  # a device flag: read once per step, in the agreement below
+            self.engine.backward(loss)
             for k, v in out.stats.items():
-                window[k] = window.get(k, 0) + v
-            if not stepped:
+                pending[k] = pending.get(k, 0) + v
+            if not self.engine.at_boundary():
+                self.engine.step()
                 continue
+            # One tiny all_reduce per step: every rank skips, and stops, after the same step.
+            skip, stop = dist.any_rank([bool(bad), self.stop.requested], self.device)
+            self.engine.step(skip=skip)
+            bad.zero_()
+            if not skip:
+                for k, v in pending.items():
+                    window[k] = window.get(k, 0) + v
+                st.tokens_seen += self.tokens_per_step
+            pending = {}
             st.step += 1
-            st.tokens_seen += self.tokens_per_step
             bar.update(1)
+            self._count_skip(skip)
             final = st.step == cfg.train.max_steps
             if st.step % cfg.train.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
@@ -151,6 +186,7 @@ class Trainer:
                     "train/grad_norm": self.engine.grad_norm(),
                     "train/tokens_per_s": (st.tokens_seen - tokens0) / max(elapsed, 1e-9),
                     "train/tokens_seen": st.tokens_seen,
+                    "train/skipped_steps": st.skipped_steps,
                     "step": st.step,
                 }
                 window, t0, tokens0 = {}, time.perf_counter(), st.tokens_seen
@@ -159,16 +195,67 @@ class Trainer:
                 self.logger.log(metrics, step=st.step)
                 self._write_metrics(metrics)
                 bar.set_postfix(
-                    loss=f"{metrics['train/loss']:.3f}", top1=f"{metrics['train/top1_agreement']:.3f}"
+                    loss=f"{metrics.get('train/loss', math.nan):.3f}",
+                    top1=f"{metrics.get('train/top1_agreement', math.nan):.3f}",
                 )
                 last = metrics
-            if (cfg.train.save_every and st.step % cfg.train.save_every == 0) or final:
-                save_checkpoint(self.engine, self.run_dir, st, self.fingerprint, cfg.train.keep_checkpoints)
+            if (cfg.train.save_every and st.step % cfg.train.save_every == 0) or final or stop:
+                self.save()
+            if stop:
+                bar.close()
+                self._stop_for_signal()
+            self.watchdog.arm()
+        self.watchdog.disarm()
         bar.close()
         export_dir = self.export()
         self.logger.summary({k: v for k, v in last.items() if isinstance(v, float)})
         self.logger.finish()
         return {"export_dir": str(export_dir), "state": asdict(st), **last}
+
+    def save(self) -> None:
+        st = self.state
+        self.watchdog.arm()  # a save gets the full watchdog period of its own
+        save_checkpoint(
+            self.engine,
+            self.run_dir,
+            st,
+            self.fingerprint,
+            self.cfg.train.keep_checkpoints,
+            self.identity,
+            during_save=lambda: self.faults.maybe_fail_save(self.rank, st.step),
+        )
+
+    def _count_skip(self, skipped: bool) -> None:
+        must_stop = self.skips.record(skipped)
+        self.state.skipped_steps = self.skips.total
+        if not skipped:
+            return
+        # Every rank prints: the line shows that the ranks skipped the same step together.
+        print(
+            f"[guard] rank {self.rank}: step {self.state.step} skipped, non-finite loss on some rank "
+            f"({self.skips.in_a_row} in a row, {self.skips.total} in total)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if must_stop:
+            self.watchdog.disarm()
+            self.logger.finish()
+            raise StopRun(
+                EXIT_NONFINITE,
+                f"{self.skips.in_a_row} non-finite steps in a row (train.max_consecutive_skips); "
+                "the last good checkpoint is kept",
+            )
+
+    def _stop_for_signal(self) -> None:
+        """All ranks agreed to stop and have saved; requeue once under SLURM, then exit EXIT_PREEMPTED."""
+        self.watchdog.disarm()
+        self.logger.finish()  # the W&B run is closed cleanly, so the resumed job continues it
+        dist.barrier()
+        why = self.stop.received or "a stop signal on another rank"
+        if dist.is_main():
+            requeue = request_requeue(self.cfg.train.requeue, self.cfg.train.max_requeues)
+            print(f"[preempt] {requeue}", file=sys.stderr, flush=True)
+        raise StopRun(EXIT_PREEMPTED, f"{why}: checkpoint saved at step {self.state.step}")
 
     def export(self) -> Path:
         meta = {
@@ -185,4 +272,23 @@ class Trainer:
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
-    return Trainer(cfg).fit()
+    """Train; a documented stop ends the process with its exit code (train/preemption.py)."""
+    try:
+        return Trainer(cfg).fit()
+    except StopRun as stop:
+        print(f"[train] rank {dist.rank()}: {stop}; exit {stop.code}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.code) from None
+    except ResumeRefused as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_RESUME_REFUSED) from None
+    except Exception:
+        if dist.world_size() <= 1:
+            raise
+        # Exit at once instead of unwinding through interpreter shutdown, where DeepSpeed and process-group
+        # teardown can block on the peers; our peers fail fast when our sockets close, and launchers
+        # (torchrun, srun --kill-on-bad-exit) stop the rest.
+        print(f"[train] rank {dist.rank()} failed:", file=sys.stderr, flush=True)
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(EXIT_ERROR)

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from data.fingerprint import tokenizer_fingerprint
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -23,6 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class TargetFeatures:
     hidden: torch.Tensor  # (B, T, H): last hidden state after the final norm, what the LM head reads
     logits: torch.Tensor  # (B, T, V)
+    layers: torch.Tensor | None = None  # (B, T, n*H): hidden_states[i] for i in feature_layers, concatenated
 
 
 def choose_attention(requested: str, device: torch.device) -> str:
@@ -45,19 +48,6 @@ def check_target_path(name_or_path: str, field: str = "target.name_or_path") -> 
         raise FileNotFoundError(f"{field}={name_or_path}: no such directory")
 
 
-def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
-    payload = json.dumps(
-        {
-            "vocab": sorted(tok.get_vocab().items()),
-            "special": tok.special_tokens_map,
-            "chat_template": getattr(tok, "chat_template", None),
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 def model_fingerprint(model: nn.Module) -> str:
     cfg = model.config.to_dict()
     # Fields that change with the library or the load dtype, not with the model itself.
@@ -78,6 +68,8 @@ class FrozenTarget(nn.Module):
         self.name_or_path = name_or_path
         self.model.eval()
         self.model.requires_grad_(False)
+        # hidden_states indices (0 = embeddings, i = output of decoder layer i) that EAGLE-3-style drafts fuse.
+        self.feature_layers: list[int] = []
 
     @classmethod
     def load(
@@ -146,7 +138,14 @@ class FrozenTarget(nn.Module):
     @torch.no_grad()
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TargetFeatures:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return TargetFeatures(hidden=out.hidden_states[-1], logits=out.logits)
+        layers = None
+        if self.feature_layers:
+            layers = torch.cat([out.hidden_states[i] for i in self.feature_layers], dim=-1)
+        return TargetFeatures(hidden=out.hidden_states[-1], logits=out.logits, layers=layers)
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
 
 
 def check_vocab(model: nn.Module, tokenizer: PreTrainedTokenizerBase, model_path: str, tok_path: str) -> None:

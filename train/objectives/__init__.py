@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from train.config import TrainConfig
 from train.objectives.base import LossOutput, Objective
+from train.objectives.dense import DenseObjective
 from train.objectives.eagle import EagleObjective
+from train.objectives.eagle3 import Eagle3Objective
+from train.objectives.medusa import MedusaObjective
 
-OBJECTIVES: dict[str, type] = {"eagle": EagleObjective}
+OBJECTIVES: dict[str, type] = {
+    "eagle": EagleObjective,
+    "eagle3": Eagle3Objective,
+    "scylla": Eagle3Objective,
+    "medusa": MedusaObjective,
+    "dense": DenseObjective,
+}
 
 
 def objective_for(cfg: TrainConfig) -> Objective:

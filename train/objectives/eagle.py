@@ -45,8 +45,8 @@ class EagleObjective:
             stats = {
                 "loss_sum": loss.detach() * count,
                 "feature_loss_sum": feat_sum.detach(),
-                "token_loss_sum": tok_sum.detach(),
-                "top1_sum": top1_match_sum(draft_logits, true_logits, mask),
+                "token_ce_sum": tok_sum.detach(),
+                "top1_agreement_sum": top1_match_sum(draft_logits, true_logits, mask),
                 "count": count,
             }
         return LossOutput(loss, stats)

@@ -29,7 +29,8 @@ def save_draft(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    # Cloned: tied weights share storage, which safetensors refuses to write twice.
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     config = {"format": EXPORT_FORMAT, "head": head_config.to_dict(), "meta": meta}
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))

@@ -57,7 +57,12 @@ class KVCache:
 
     @property
     def length(self) -> int:
-        k = self.keys[0]
+        """Positions held, as seen before a forward (layer 0 is the first to be appended to)."""
+        return self.layer_length(0)
+
+    def layer_length(self, layer: int) -> int:
+        # Per layer: inside a forward, earlier layers have already appended the new positions.
+        k = self.keys[layer]
         return 0 if k is None else k.shape[2]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +110,7 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         past = 0
         if cache is not None:
-            past = cache.length
+            past = cache.layer_length(layer_idx)
             k, v = cache.update(layer_idx, k, v)
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads

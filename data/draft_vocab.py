@@ -1,0 +1,115 @@
+"""The reduced draft vocabulary of EAGLE-3-style heads, built once from token frequencies of training data.
+
+    python -m data.draft_vocab --tokenizer DIR --files a.jsonl.gz [b.jsonl ...] --size 1024 --out vocab.safetensors
+
+A head that predicts over the `size` most frequent target tokens has a much smaller LM head; tokens outside
+it can never be drafted (the target still emits them). The file holds `d2t` (draft index -> target id,
+ascending) and `t2d` (target id -> bool "in the draft vocabulary"), with the tokenizer's fingerprint so a map
+built for another tokenizer is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import load_dataset
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from data.fingerprint import tokenizer_fingerprint
+
+
+def count_tokens(
+    files: Sequence[str], tokenizer: PreTrainedTokenizerBase, text_field: str = "text"
+) -> np.ndarray:
+    """Token counts over JSONL files holding raw text (`text_field`) or chats (`messages`)."""
+    counts = np.zeros(len(tokenizer), dtype=np.int64)
+    for f in files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"draft vocabulary source {f}: no such file")
+        ds = load_dataset("json", data_files=[str(f)], split="train")
+        if text_field in ds.column_names:
+            texts = ds[text_field]
+        elif "messages" in ds.column_names:
+            texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in ds["messages"]]
+        else:
+            raise KeyError(f"{f}: no {text_field!r} or 'messages' field (fields: {ds.column_names})")
+        for start in range(0, len(texts), 256):
+            for ids in tokenizer(list(texts[start : start + 256]), add_special_tokens=False, verbose=False)[
+                "input_ids"
+            ]:
+                counts += np.bincount(ids, minlength=len(counts))[: len(counts)]
+    return counts
+
+
+def build_maps(
+    counts: np.ndarray, size: int, always: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Top-`size` ids by count (special tokens always kept), ascending; returns d2t, t2d and coverage."""
+    if not 0 < size <= len(counts):
+        raise ValueError(f"draft vocabulary size {size} must be in 1..{len(counts)}")
+    order = np.argsort(-counts, kind="stable")
+    chosen = list(dict.fromkeys([*always, *order.tolist()]))[:size]
+    d2t = torch.tensor(sorted(chosen), dtype=torch.long)
+    t2d = torch.zeros(len(counts), dtype=torch.bool)
+    t2d[d2t] = True
+    coverage = float(counts[d2t.numpy()].sum() / max(1, counts.sum()))
+    return d2t, t2d, coverage
+
+
+def save_vocab(
+    path: Path, d2t: torch.Tensor, t2d: torch.Tensor, tokenizer: PreTrainedTokenizerBase, meta: dict
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "vocab_size": str(len(t2d)), **meta}
+    tmp = path.with_suffix(".tmp")
+    save_file({"d2t": d2t, "t2d": t2d}, str(tmp), metadata={k: str(v) for k, v in info.items()})
+    tmp.replace(path)
+
+
+def load_vocab(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read d2t/t2d and check they were built for this tokenizer."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"draft vocabulary {path}: no such file (build it with python -m data.draft_vocab)"
+        )
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        d2t, t2d = f.get_tensor("d2t"), f.get_tensor("t2d")
+    have = tokenizer_fingerprint(tokenizer)
+    if meta.get("tokenizer_fingerprint") != have or len(t2d) != len(tokenizer):
+        raise ValueError(
+            f"draft vocabulary {path} was built for tokenizer {meta.get('tokenizer_fingerprint')} "
+            f"({meta.get('vocab_size')} tokens); this tokenizer is {have} ({len(tokenizer)} tokens)"
+        )
+    return d2t, t2d
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m data.draft_vocab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory (usually the target's)")
+    p.add_argument("--files", nargs="+", required=True, help="JSONL(.gz) files with a text field or messages")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--size", type=int, required=True, help="draft vocabulary size")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    args = p.parse_args(argv)
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    counts = count_tokens(args.files, tok, args.text_field)
+    d2t, t2d, coverage = build_maps(counts, args.size, tok.all_special_ids)
+    meta = {"size": args.size, "coverage": f"{coverage:.6f}", "sources": json.dumps(args.files)}
+    save_vocab(Path(args.out), d2t, t2d, tok, meta)
+    print(
+        f"draft vocabulary: {args.size} of {len(tok)} tokens, covering {coverage:.2%} of {counts.sum()} "
+        f"counted tokens -> {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Target and tokenizer fingerprints, computed without importing `train` (data must not depend on it).
+
+These must give the same strings as `train.modeling.target.model_fingerprint / tokenizer_fingerprint`, so a
+cache made by `python -m data cache` is recognised by training; tests/test_data_cache.py pins the equality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+
+def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
+    payload = json.dumps(
+        {
+            "vocab": sorted(tok.get_vocab().items()),
+            "special": tok.special_tokens_map,
+            "chat_template": getattr(tok, "chat_template", None),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    cfg = model.config.to_dict()
+    # These change with the library version or the load dtype, not with the weights.
+    for key in ("transformers_version", "torch_dtype", "dtype", "_name_or_path", "attn_implementation"):
+        cfg.pop(key, None)
+    emb = model.get_input_embeddings().weight
+    probe = emb[: min(4, emb.shape[0]), : min(8, emb.shape[1])].float().flatten().tolist()
+    payload = json.dumps({"config": cfg, "probe": [round(x, 4) for x in probe]}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def dict_fingerprint(d: object) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

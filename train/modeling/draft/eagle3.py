@@ -1,0 +1,106 @@
+"""EAGLE-3 head (and Scylla, its deep variant): fused multi-layer target features, own reduced-vocab LM head.
+
+Differences from the EAGLE-1/2 head that matter:
+- the feature is a projection of several target layers (low, middle, high), not the last one;
+- it predicts tokens only (no feature regression) over a reduced draft vocabulary, mapped back to target
+  ids with `d2t`; the head owns its final norm and LM head;
+- it is trained with training-time test: unrolled on its own hidden states, so at step j>0 the feature
+  input is the head's previous output, exactly as at decode time.
+Scylla is this class with N decoder layers (N = 1 is EAGLE-3's layout, parameter for parameter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from train.modeling.draft.layers import DecoderLayer, KVCache, RMSNorm
+
+
+@dataclass
+class Eagle3HeadConfig:
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int  # the target's vocabulary (d2t maps into it)
+    draft_vocab_size: int  # rows of the head's own LM head
+    feature_layers: list[int] = field(default_factory=list)  # target hidden_states indices fused at step 0
+    num_layers: int = 1
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    architecture: str = "eagle3"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Eagle3Head(nn.Module):
+    config_class = Eagle3HeadConfig
+
+    def __init__(self, config: Eagle3HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        n_fused = max(1, len(config.feature_layers))
+        self.fc = nn.Linear(n_fused * h, h, bias=False)  # fused target layers -> one feature
+        self.embed_norm = RMSNorm(h, config.rms_norm_eps)
+        self.feature_norm = RMSNorm(h, config.rms_norm_eps)
+        self.input_proj = nn.Linear(2 * h, h, bias=False)  # (token embedding, feature) -> residual stream
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                h,
+                config.intermediate_size,
+                config.num_heads,
+                config.num_kv_heads,
+                config.head_dim,
+                config.rope_theta,
+                config.rms_norm_eps,
+            )
+            for _ in range(config.num_layers)
+        )
+        self.norm = RMSNorm(h, config.rms_norm_eps)
+        self.lm_head = nn.Linear(h, config.draft_vocab_size, bias=False)
+        # Draft-vocab index -> target token id. Identity until a vocabulary map is loaded.
+        self.register_buffer("d2t", torch.arange(config.draft_vocab_size), persistent=True)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.layers))
+
+    def fuse(self, layer_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_fused * H) concatenated target layers -> (B, T, H) step-0 feature."""
+        return self.fc(layer_features)
+
+    def forward(
+        self,
+        input_embeds: torch.Tensor,
+        features: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+        layer_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """features: (B, T, H), the head's own previous output; or layer_features: (B, T, n*H) target layers,
+        fused here (inside forward, so ZeRO-3 gathers fc's weights like every other parameter)."""
+        if layer_features is not None:
+            features = self.fc(layer_features)
+        if features is None:
+            raise ValueError("Eagle3Head needs features or layer_features")
+        b, t, _ = input_embeds.shape
+        if position_ids is None:
+            start = 0 if cache is None else cache.length
+            position_ids = torch.arange(start, start + t, device=input_embeds.device).expand(b, t)
+        x = self.input_proj(torch.cat([self.embed_norm(input_embeds), self.feature_norm(features)], dim=-1))
+        for i, layer in enumerate(self.layers):
+            x = layer(x, position_ids, cache, i, attn_mask)
+        return x
+
+    def logits(self, hidden: torch.Tensor, lm_head: nn.Module | None = None) -> torch.Tensor:
+        """Draft-vocabulary logits; the target's LM head is not used (argument kept for one interface)."""
+        return self.lm_head(self.norm(hidden))
+
+    def to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
+        return self.d2t[draft_ids]
