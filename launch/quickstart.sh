@@ -13,6 +13,6 @@ TARGET=tiny-llama
 for arg in "$@"; do case "$arg" in target=*) TARGET="${arg#target=}" ;; esac; done
 
 python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m train \
-  run_name="$RUN" resume=true train.max_steps=600 train.eval_every=200 train.save_every=200 "$@"
+  run_name="$RUN" resume=true train.max_steps=500 train.eval_every=250 train.save_every=250 "$@"
 python -m eval target="$TARGET" draft_path="outputs/$RUN/export" output_dir="outputs/$RUN/eval" \
   prompts.num_prompts=32 cpu_threads=1
