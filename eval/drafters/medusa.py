@@ -1,0 +1,60 @@
+"""Medusa drafter: K heads on the target's last verified hidden state propose the K tokens after the root.
+
+Head k's proposals do not depend on the tokens chosen by heads < k (that is Medusa's design), so a chain is
+each head's top token and a tree is a static shape filled from each head's top-k list. No draft cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from eval.drafters.base import CHAIN, DraftSettings, DraftTree
+from eval.drafters.trees import static_tree
+from train.modeling.target import FrozenTarget
+
+
+def medusa_paths(depth: int, topk: int) -> list[tuple[int, ...]]:
+    """A spine of top-1 choices with a fan of the top-k at every depth: depth * topk nodes."""
+    return [(0,) * d + (i,) for d in range(depth) for i in range(topk)]
+
+
+class MedusaDrafter:
+    feature_layers: tuple[int, ...] = (-1,)
+    can_tree = False  # no dynamic tree: heads cannot condition on a drafted parent; static trees only
+
+    def __init__(self, heads: nn.Module, target: FrozenTarget) -> None:
+        self.heads, self.target = heads, target
+        self.start(1)
+
+    def start(self, batch: int) -> None:
+        self.last = torch.zeros(
+            batch, self.target.hidden_size, dtype=self.target.dtype, device=self.target.device
+        )
+
+    def observe(self, tokens: torch.Tensor, features: torch.Tensor, valid: torch.Tensor) -> None:
+        n = valid.sum(1)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        newest = features[rows, (n - 1).clamp(min=0)]
+        self.last = torch.where((n > 0)[:, None], newest, self.last)
+
+    def propose(self, root: torch.Tensor, settings: DraftSettings, gen: torch.Generator | None) -> DraftTree:
+        hidden = self.heads(self.last[:, None])  # (K, B, 1, H)
+        logits = self.heads.logits(hidden, self.target.lm_head)[:, :, 0].transpose(0, 1)  # (B, K, V)
+        b, k_heads = logits.shape[:2]
+        if settings.mode == CHAIN:
+            k = min(settings.draft_length, k_heads)
+            sampling = settings.sampling
+            if sampling.greedy:
+                tokens, q = logits[:, :k].argmax(-1), None
+            else:
+                q = sampling.probs(logits[:, :k])
+                tokens = torch.multinomial(q.flatten(0, 1), 1, generator=gen).view(b, k)
+            ar = torch.arange(k, device=root.device)
+            return DraftTree(tokens, (ar - 1).expand(b, k).clone(), (ar + 1).expand(b, k).clone(), q)
+        depth, topk = min(settings.depth, k_heads), settings.topk
+        candidates = logits[:, :depth].topk(topk, dim=-1).indices  # (B, D, topk)
+        return static_tree(candidates, medusa_paths(depth, topk))
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        self.last = self.last.index_select(0, rows)
