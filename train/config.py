@@ -54,6 +54,9 @@ class StageConfig:
     feature_weight: float = 1.0  # weight of the feature-regression (smooth L1) loss
     token_weight: float = 0.1  # weight of the token cross-entropy to the target's distribution
     data_ce_weight: float = 0.0  # dense/medusa: weight of plain cross-entropy on the data's next tokens
+    divergence: str = "soft_ce"  # token loss vs the target: soft_ce | forward_kl | reverse_kl | tvd
+    temperature: float = 1.0  # temperature both distributions are compared at
+    top_k: int | None = None  # compare only over the target's top-k tokens (None = full vocabulary)
     init_from: str | None = None  # a draft export to start from (fresh optimizer and schedule)
 
 
@@ -62,7 +65,7 @@ class DataConfig:
     """Training and validation data (conf group `data/`); read, checked and tokenized by `data/`."""
 
     name: str = "embedded-pydocs"  # shown in logs and exports
-    train_files: list[str] = field(default_factory=list)  # JSONL(.gz) / Parquet files or folders of text files
+    train_files: list[str] = field(default_factory=list)  # JSONL(.gz) / Parquet files, or text folders
     valid_files: list[str] = field(default_factory=list)  # held-out files for the validation loss
     hf_dataset: str | None = None  # HF dataset (hub name or local folder), read after train/valid_files
     hf_config: str | None = None  # HF dataset configuration name
@@ -123,7 +126,7 @@ class LoopConfig:
     progress: bool = True  # tqdm bar on rank 0
     max_consecutive_skips: int = 5  # stop (exit 76) after this many non-finite steps in a row (0 = never)
     collective_timeout_s: int = 600  # a collective waiting longer than this fails (dead or hung peer)
-    watchdog_s: int = 1800  # a rank that completes no step or save for this long dumps stacks, exits 1 (0 = off)
+    watchdog_s: int = 1800  # no step or save done for this long: dump stacks, exit 1 (0 = off)
     requeue: bool = True  # on a stop signal under SLURM, rank 0 runs `scontrol requeue` after saving
     max_requeues: int = 10  # ... unless SLURM_RESTART_COUNT has reached this
 
@@ -149,7 +152,7 @@ class TrainConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
     run_name: str = "run"  # names the output directory outputs/<run_name>; same on every rank
     output_dir: str = "outputs/run"  # checkpoints, export, resolved config, metrics
-    resume: bool = False  # continue from the newest good checkpoint in output_dir (implied on a SLURM requeue)
+    resume: bool = False  # continue from the newest whole checkpoint (implied on a SLURM requeue)
     # What a resumed run may change from its checkpoint; anything else differing is refused by name. Any of:
     # tokenizer, target, draft_vocab, world_size, batch_size.
     resume_allow_changes: list[str] = field(default_factory=list)
@@ -178,6 +181,12 @@ def _check(cfg: TrainConfig) -> None:
 
     if cfg.draft.name not in DRAFT_HEADS:
         raise ConfigError(f"draft.name={cfg.draft.name!r}: expected one of {sorted(DRAFT_HEADS)}")
+    from train.losses import DIVERGENCES
+
+    if cfg.stage.divergence not in DIVERGENCES:
+        raise ConfigError(f"stage.divergence={cfg.stage.divergence!r}: expected one of {DIVERGENCES}")
+    if cfg.stage.temperature <= 0:
+        raise ConfigError(f"stage.temperature={cfg.stage.temperature}: must be > 0")
     if cfg.stage.name not in STAGES:
         raise ConfigError(f"stage.name={cfg.stage.name!r}: expected one of {sorted(STAGES)}")
     for key, value in (

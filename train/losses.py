@@ -13,17 +13,63 @@ def feature_regression_sum(pred: torch.Tensor, target: torch.Tensor, mask: torch
     return (per_pos * mask).sum()
 
 
-def soft_cross_entropy_sum(
-    draft_logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Cross-entropy of the draft's next-token distribution against the target's full distribution."""
-    target_p = torch.softmax(target_logits.float(), dim=-1)
-    per_pos = -(target_p * torch.log_softmax(draft_logits.float(), dim=-1)).sum(-1)
-    return (per_pos * mask).sum()
-
-
 def top1_match_sum(
     draft_logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """How often the draft's top token is the target's top token: what greedy acceptance depends on."""
     return ((draft_logits.argmax(-1) == target_logits.argmax(-1)).float() * mask).sum()
+
+
+DIVERGENCES = ("soft_ce", "forward_kl", "reverse_kl", "tvd")
+
+
+def _restrict_top_k(
+    draft_logits: torch.Tensor, target_logits: torch.Tensor, top_k: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep only the target's top-k tokens (both distributions renormalised over them): the memory-light
+    variant used when only the target's top-k logits are stored."""
+    if top_k is None or top_k >= target_logits.shape[-1]:
+        return draft_logits, target_logits
+    idx = target_logits.topk(top_k, dim=-1).indices
+    return draft_logits.gather(-1, idx), target_logits.gather(-1, idx)
+
+
+def divergence_sum(
+    draft_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str = "soft_ce",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """Masked sum over positions of `divergence_per_position`."""
+    return (divergence_per_position(draft_logits, target_logits, kind, temperature, top_k) * mask).sum()
+
+
+def divergence_per_position(
+    draft_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    kind: str = "soft_ce",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """Per position (..., V) -> (...), a divergence between the target's (p) and the draft's (q) next-token
+    distributions at `temperature` (DistillSpec's choices): soft_ce = H(p, q); forward_kl = KL(p || q),
+    mean-seeking; reverse_kl = KL(q || p), mode-seeking; tvd = 0.5 * sum |p - q|, which is exactly
+    1 - the probability that speculative sampling accepts the draft's token."""
+    if kind not in DIVERGENCES:
+        raise ValueError(f"divergence {kind!r}: expected one of {DIVERGENCES}")
+    d, t = _restrict_top_k(draft_logits.float(), target_logits.float(), top_k)
+    log_q = torch.log_softmax(d / temperature, dim=-1)
+    log_p = torch.log_softmax(t / temperature, dim=-1)
+    p = log_p.exp()
+    if kind == "soft_ce":
+        per_pos = -(p * log_q).sum(-1)
+    elif kind == "forward_kl":
+        per_pos = (p * (log_p - log_q)).sum(-1)
+    elif kind == "reverse_kl":
+        q = log_q.exp()
+        per_pos = (q * (log_q - log_p)).sum(-1)
+    else:
+        per_pos = 0.5 * (p - log_q.exp()).abs().sum(-1)
+    return per_pos

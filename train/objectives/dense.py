@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.config import TrainConfig
-from train.losses import soft_cross_entropy_sum, top1_match_sum
+from train.losses import divergence_sum, top1_match_sum
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput
 
@@ -16,6 +16,7 @@ from train.objectives.base import LossOutput
 class DenseObjective:
     def __init__(self, cfg: TrainConfig) -> None:
         self.token_weight = cfg.stage.token_weight
+        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
         self.data_ce_weight = cfg.stage.data_ce_weight
 
     def __call__(
@@ -30,7 +31,7 @@ class DenseObjective:
         logits = draft(input_ids)[:, :-1].float()  # position t predicts token t+1, as the target's logits
         true_logits = features.logits[:, :-1]
         mask = loss_mask[:, 1:].float()
-        soft_sum = soft_cross_entropy_sum(logits, true_logits, mask)
+        soft_sum = divergence_sum(logits, true_logits, mask, *self.divergence)
         hard = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
         hard_sum = (hard * mask).sum()
         count = mask.sum()
@@ -38,7 +39,7 @@ class DenseObjective:
         with torch.no_grad():
             stats = {
                 "loss_sum": loss.detach() * count,
-                "token_ce_sum": soft_sum.detach(),
+                f"token_{self.divergence[0]}_sum": soft_sum.detach(),
                 "data_ce_sum": hard_sum.detach(),
                 "top1_agreement_sum": top1_match_sum(logits, true_logits, mask),
                 "count": count,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from train.config import TrainConfig
-from train.losses import feature_regression_sum, soft_cross_entropy_sum, top1_match_sum
+from train.losses import divergence_sum, feature_regression_sum, top1_match_sum
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput
 
@@ -15,6 +15,7 @@ class EagleObjective:
     def __init__(self, cfg: TrainConfig) -> None:
         self.feature_weight = cfg.stage.feature_weight
         self.token_weight = cfg.stage.token_weight
+        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
         self.noise = cfg.draft.feature_noise
 
     def __call__(
@@ -38,14 +39,14 @@ class EagleObjective:
         mask = loss_mask[:, 1:].to(out.device, torch.float32)
         true_feats, true_logits = features.hidden[:, 1:], features.logits[:, 1:]
         feat_sum = feature_regression_sum(out, true_feats, mask)
-        tok_sum = soft_cross_entropy_sum(draft_logits, true_logits, mask)
+        tok_sum = divergence_sum(draft_logits, true_logits, mask, *self.divergence)
         count = mask.sum()
         loss = (self.feature_weight * feat_sum + self.token_weight * tok_sum) / count.clamp(min=1)
         with torch.no_grad():
             stats = {
                 "loss_sum": loss.detach() * count,
                 "feature_loss_sum": feat_sum.detach(),
-                "token_ce_sum": tok_sum.detach(),
+                f"token_{self.divergence[0]}_sum": tok_sum.detach(),
                 "top1_agreement_sum": top1_match_sum(draft_logits, true_logits, mask),
                 "count": count,
             }

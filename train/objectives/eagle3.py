@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from train.config import TrainConfig
+from train.losses import divergence_per_position
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput
 
@@ -37,6 +38,7 @@ class Eagle3Objective:
     def __init__(self, cfg: TrainConfig) -> None:
         self.steps = max(1, cfg.draft.ttt_steps)
         self.decay = cfg.draft.ttt_decay
+        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
 
     def per_position(
         self,
@@ -72,8 +74,7 @@ class Eagle3Objective:
             true_full = _shift(true_logits_full, j, fill=0.0)
             true_reduced = true_full.index_select(-1, d2t)
             valid = _shift(loss_mask[:, 1:].float(), j, fill=0.0)
-            target_p = torch.softmax(true_reduced.float(), dim=-1)
-            ce = -(target_p * torch.log_softmax(logits.float(), dim=-1)).sum(-1)
+            ce = divergence_per_position(logits, true_reduced, *self.divergence)
             match = (d2t[logits.argmax(-1)] == true_full.argmax(-1)).float()
             results.append((ce, valid, match))
             prev = out

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.config import TrainConfig
+from train.losses import divergence_per_position
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput
 
@@ -16,6 +17,7 @@ class MedusaObjective:
     def __init__(self, cfg: TrainConfig) -> None:
         self.decay = cfg.draft.ttt_decay
         self.token_weight = cfg.stage.token_weight
+        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
         self.data_ce_weight = cfg.stage.data_ce_weight
 
     def __call__(
@@ -42,7 +44,7 @@ class MedusaObjective:
             pred = logits[k, :, :span].float()
             target_logits = features.logits[:, k + 1 : k + 1 + span].float()
             valid = loss_mask[:, k + 2 : k + 2 + span].float()
-            soft = -(torch.softmax(target_logits, -1) * torch.log_softmax(pred, -1)).sum(-1)
+            soft = divergence_per_position(pred, target_logits, *self.divergence)
             hard = F.cross_entropy(pred.transpose(1, 2), input_ids[:, k + 2 : k + 2 + span], reduction="none")
             per_pos = self.token_weight * soft + self.data_ce_weight * hard
             count0 = valid.sum() if count0 is None else count0
