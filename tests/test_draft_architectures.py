@@ -56,14 +56,22 @@ def test_training_time_test_never_reads_the_future(draft: str, target: FrozenTar
     for j, ((ce_a, _, _), (ce_b, _, _)) in enumerate(zip(a, b, strict=True)):
         safe = cut - 1 - j  # query t at step j reads tokens <= t+1+j and predicts the one after t+1+j
         torch.testing.assert_close(ce_a[:, :safe], ce_b[:, :safe], rtol=0, atol=1e-5, msg=f"step {j}")
-        assert not torch.allclose(ce_a[:, safe + 1 :], ce_b[:, safe + 1 :]), "perturbation had no effect at all"
+        assert not torch.allclose(ce_a[:, safe + 1 :], ce_b[:, safe + 1 :]), (
+            "perturbation had no effect at all"
+        )
 
 
 def test_scylla_depth_one_is_eagle3_layout(target: FrozenTarget, tmp_path: Path) -> None:
     e3 = build_draft(config(tmp_path, "draft=eagle3", "draft.draft_vocab_size=null"), target)
-    sc = build_draft(config(tmp_path, "draft=scylla", "draft.num_layers=1", "draft.draft_vocab_size=null"), target)
-    assert {k: v.shape for k, v in e3.state_dict().items()} == {k: v.shape for k, v in sc.state_dict().items()}
-    deep = build_draft(config(tmp_path, "draft=scylla", "draft.num_layers=3", "draft.draft_vocab_size=null"), target)
+    sc = build_draft(
+        config(tmp_path, "draft=scylla", "draft.num_layers=1", "draft.draft_vocab_size=null"), target
+    )
+    assert {k: v.shape for k, v in e3.state_dict().items()} == {
+        k: v.shape for k, v in sc.state_dict().items()
+    }
+    deep = build_draft(
+        config(tmp_path, "draft=scylla", "draft.num_layers=3", "draft.draft_vocab_size=null"), target
+    )
     assert len(deep.layers) == 3
 
 
@@ -100,3 +108,20 @@ def test_medusa_and_dense_shapes(target: FrozenTarget, tmp_path: Path) -> None:
     dense = build_draft(config(tmp_path, "draft=dense", "draft.num_layers=1"), target)
     assert dense(ids).shape == (2, 16, target.vocab_size)
     assert dense.model.config.num_hidden_layers == 1
+
+
+def test_chaining_from_a_mismatched_export_fails_clearly(target: FrozenTarget, tmp_path: Path) -> None:
+    from train.modeling.draft.io import save_draft
+
+    head = build_draft(config(tmp_path, "draft=eagle"), target)
+    meta = target.fingerprint()
+    save_draft(head.state_dict(), head.config, tmp_path / "eagle_export", meta)
+    ok = build_draft(config(tmp_path, "draft=eagle", f"stage.init_from={tmp_path / 'eagle_export'}"), target)
+    assert all(
+        torch.equal(a, b) for a, b in zip(head.state_dict().values(), ok.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ValueError, match="'eagle' draft, but draft.name='medusa'"):
+        build_draft(config(tmp_path, "draft=medusa", f"stage.init_from={tmp_path / 'eagle_export'}"), target)
+    save_draft(head.state_dict(), head.config, tmp_path / "other", {**meta, "target_fingerprint": "0" * 16})
+    with pytest.raises(ValueError, match="trained against target"):
+        build_draft(config(tmp_path, "draft=eagle", f"stage.init_from={tmp_path / 'other'}"), target)

@@ -148,11 +148,42 @@ BUILDERS = {
 }
 
 
+def _init_from(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
+    """Seed a stage from a previous stage's export (weights only: optimizer and schedule start fresh)."""
+    path = cfg.stage.init_from
+    fingerprint = target.fingerprint()
+    head, meta = load_draft(path, fingerprint, target.vocab_size)
+    arch = head.config.architecture
+    if arch != cfg.draft.name:
+        raise ValueError(
+            f"stage.init_from={path}: export is a {arch!r} draft, but draft.name={cfg.draft.name!r}"
+        )
+    trained_on = meta.get("target_fingerprint")
+    if trained_on and trained_on != fingerprint["target_fingerprint"]:
+        raise ValueError(
+            f"stage.init_from={path}: export was trained against target {meta.get('target')} "
+            f"({trained_on}), this run's target is {target.name_or_path} ({fingerprint['target_fingerprint']})"
+        )
+    dist.print0(f"[train] initialised from {path} ({meta.get('stage')}, {meta.get('tokens_seen')} tokens)")
+    return head
+
+
 def build_draft(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
     if cfg.stage.init_from:
-        head, _ = load_draft(cfg.stage.init_from, target.fingerprint(), target.vocab_size)
+        head = _init_from(cfg, target)
     else:
         head = BUILDERS[cfg.draft.name](cfg, target)
     # The target must hand the stage exactly the layers this head fuses (empty for the others).
     target.feature_layers = list(getattr(head.config, "feature_layers", []) or [])
     return head
+
+
+def frozen_shared_params(name: str, target: FrozenTarget) -> int:
+    """Target parameters the draft uses but does not train (embedding, LM head): its real decode-time size."""
+    embed = target.model.get_input_embeddings().weight
+    head = target.lm_head.weight
+    tied = embed.data_ptr() == head.data_ptr()
+    both = embed.numel() + (0 if tied else head.numel())
+    return {"eagle": both, "eagle3": embed.numel(), "scylla": embed.numel(), "medusa": head.numel()}.get(
+        name, 0
+    )
