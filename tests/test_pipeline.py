@@ -1,0 +1,63 @@
+"""The recipe pipeline: experiments compose, stages chain through exports, finished stages are skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import TINY_LLAMA
+from train.config import to_typed
+from train.paths import CONF_DIR, register_resolvers
+from train.pipeline import run_pipeline
+
+register_resolvers()
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_into_valid_stage_configs(experiment: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        pipe = compose("pipeline", overrides=[f"experiment={experiment}"])
+        assert pipe.name == experiment and pipe.stages
+        for stage in pipe.stages:
+            to_typed(compose("train", overrides=[*pipe.common, *stage.overrides]))
+
+
+def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Path) -> None:
+    common = [
+        f"target.name_or_path={TINY_LLAMA}", "draft=eagle", "deepspeed=none", "logger=none",
+        f"data.train_files=[{small_corpus}]", f"data.valid_files=[{small_corpus}]", "data.seq_len=64",
+        "train.micro_batch_size=2", "train.progress=false", "train.eval_batches=1",
+    ]  # fmt: skip
+    cfg = OmegaConf.create(
+        {
+            "name": "t",
+            "nproc": 1,
+            "common": common,
+            "stages": [
+                {"name": "first", "overrides": ["train.max_steps=2"]},
+                {"name": "second", "overrides": ["train.max_steps=2", "optim.lr=1e-4"]},
+            ],
+            "eval": [
+                f"target.name_or_path={TINY_LLAMA}",
+                "logger=none",
+                "prompts.num_prompts=2",
+                "max_new_tokens=8",
+                "mode=chain",
+                "progress=false",
+            ],  # fmt: skip
+            "output_root": str(tmp_path / "exp"),
+        }
+    )
+    summary = run_pipeline(cfg)
+    second = tmp_path / "exp" / "second"
+    resolved = OmegaConf.load(second / "config.yaml")
+    assert resolved.stage.init_from == str(tmp_path / "exp" / "first" / "export")
+    assert [s["name"] for s in summary["stages"]] == ["first", "second"]
+    assert (tmp_path / "exp" / "eval" / "results.json").is_file()
+    stamp = (second / "export" / "model.safetensors").stat().st_mtime_ns
+    run_pipeline(cfg)  # everything finished: nothing is retrained
+    assert (second / "export" / "model.safetensors").stat().st_mtime_ns == stamp

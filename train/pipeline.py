@@ -1,0 +1,78 @@
+"""`python -m train.pipeline experiment=<name>`: a recipe's stages in order, then eval of the last export.
+
+Each stage is a separate `torchrun -m train` run (its own folder, W&B run and resumable checkpoints) seeded
+with `stage.init_from=<previous export>`; a fresh optimizer and schedule start each stage. A stage whose
+export exists is finished and skipped; an interrupted one is resumed (`resume=true`). The W&B runs of one
+experiment share `logger.group=<experiment name>`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from train.paths import CONF_DIR, register_resolvers
+
+register_resolvers()
+
+
+def stage_command(cfg: DictConfig, stage: dict[str, Any], out: Path, init_from: Path | None) -> list[str]:
+    overrides = [
+        *cfg.common,
+        *stage.get("overrides", []),
+        f"output_dir={out}",
+        f"run_name={cfg.name}-{stage['name']}",
+        f"logger.group={cfg.name}",
+        "resume=true",
+    ]
+    if init_from is not None:
+        overrides.append(f"stage.init_from={init_from}")
+    if cfg.nproc == 1:
+        return [sys.executable, "-m", "train", *overrides]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
+            "-m", "train", *overrides]  # fmt: skip
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    root = Path(cfg.output_root)
+    root.mkdir(parents=True, exist_ok=True)
+    previous: Path | None = None
+    summary: dict[str, Any] = {"experiment": cfg.name, "stages": []}
+    for stage in OmegaConf.to_container(cfg.stages, resolve=True):
+        out = root / stage["name"]
+        export = out / "export"
+        if (export / "config.json").is_file():
+            print(f"[pipeline] {stage['name']}: finished earlier, skipping ({export})", flush=True)
+        else:
+            print(f"[pipeline] {stage['name']}: training -> {out}", flush=True)
+            subprocess.run(stage_command(cfg, stage, out, previous), check=True)
+        meta = json.loads((export / "config.json").read_text())["meta"]
+        summary["stages"].append(
+            {"name": stage["name"], "tokens_seen": meta.get("tokens_seen"), "export": str(export)}
+        )
+        previous = export
+    if previous is None:
+        raise ValueError(f"experiment {cfg.name}: no stages")
+    eval_dir = root / "eval"
+    if not (eval_dir / "results.json").is_file():
+        cmd = [sys.executable, "-m", "eval", *cfg.eval, f"draft_path={previous}", f"output_dir={eval_dir}"]
+        subprocess.run(cmd, check=True)
+    summary["eval"] = str(eval_dir / "results.json")
+    (root / "pipeline.json").write_text(json.dumps(summary, indent=2))
+    print(f"[pipeline] {cfg.name}: done; summary in {root / 'pipeline.json'}", flush=True)
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="pipeline", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    main()
