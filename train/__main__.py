@@ -23,9 +23,15 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     # Imported late: DeepSpeed's import is slow, and a bad config should fail quickly.
+    from data.cache_reader import CacheMismatch
+    from data.validate import DataValidationError
     from train.trainer import run
 
-    run(typed)
+    try:
+        run(typed)
+    except (DataValidationError, CacheMismatch) as err:  # bad records / a cache for other data: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,8 @@ def _check(cfg: TrainConfig) -> None:
     ):
         if value < 1:
             raise ConfigError(f"{key}={value}: must be >= 1")
-    if cfg.draft.name and not cfg.data.train_files:
-        raise ConfigError("data.train_files is empty: name at least one training file")
+    if not cfg.data.train_files and not cfg.data.hf_dataset:
+        raise ConfigError("no training data: set data.train_files or data.hf_dataset")
 
 
 def check_paths(cfg: TrainConfig) -> None:
@@ -215,7 +215,7 @@ def check_paths(cfg: TrainConfig) -> None:
         ("data.valid_files", cfg.data.valid_files),
     ):
         for f in files:
-            if not Path(f).is_file():
-                raise FileNotFoundError(f"{key}: {f}: no such file")
+            if not Path(f).exists():  # a file, or a folder of text files
+                raise FileNotFoundError(f"{key}: {f}: no such file or folder")
     if cfg.stage.init_from and not (Path(cfg.stage.init_from) / "config.json").is_file():
         raise FileNotFoundError(f"stage.init_from={cfg.stage.init_from}: not a draft export (no config.json)")

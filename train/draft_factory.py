@@ -6,13 +6,16 @@ no draft settings at all.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from data.draft_vocab import build_maps, count_tokens, load_vocab, save_vocab
+from data.blocks import build_blocks
+from data.draft_vocab import build_maps, load_vocab, save_vocab
+from data.spec import split_spec
 from train import distributed as dist
 from train.config import TrainConfig
 from train.modeling.draft.dense import DenseDraft, DenseDraftConfig
@@ -55,7 +58,13 @@ def _draft_vocab(cfg: TrainConfig, target: FrozenTarget, size: int) -> torch.Ten
                 f"draft.vocab_path={cfg.draft.vocab_path} has {len(d2t)} tokens, expected {size}"
             )
         return d2t
-    counts = count_tokens(cfg.data.train_files, tok, cfg.data.text_field)
+    # Counted over the tokens the draft is trained to predict (the loss mask), from the run's own data.
+    spec = split_spec(asdict(cfg.data), "train")
+    if spec is None:
+        raise ValueError("draft vocabulary: no training data to count tokens in (set draft.vocab_path)")
+    blocks = build_blocks(spec, tok, "train data (draft vocabulary)")
+    ids = blocks.input_ids.long()[blocks.loss_mask.bool()]
+    counts = torch.bincount(ids, minlength=len(tok)).numpy()
     d2t, t2d, coverage = build_maps(counts, size, tok.all_special_ids)
     out = Path(cfg.output_dir) / "draft_vocab.safetensors"
     if dist.is_main():

@@ -6,9 +6,7 @@ to DeepSpeed: only the draft is trained, so only the draft is wrapped, sharded a
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from data.fingerprint import tokenizer_fingerprint
+from data.fingerprint import model_fingerprint, tokenizer_fingerprint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,18 +44,6 @@ def check_target_path(name_or_path: str, field: str = "target.name_or_path") -> 
         return
     if name_or_path.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"{field}={name_or_path}: no such directory")
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    cfg = model.config.to_dict()
-    # Fields that change with the library or the load dtype, not with the model itself.
-    for key in ("transformers_version", "torch_dtype", "dtype", "_name_or_path", "attn_implementation"):
-        cfg.pop(key, None)
-    emb = model.get_input_embeddings().weight
-    # A few weight values make two models with equal configs but different training distinguishable.
-    probe = emb[: min(4, emb.shape[0]), : min(8, emb.shape[1])].float().flatten().tolist()
-    payload = json.dumps({"config": cfg, "probe": [round(x, 4) for x in probe]}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class FrozenTarget(nn.Module):

@@ -1,0 +1,93 @@
+"""Read a finished hidden-state cache (see data/cache.py) for offline training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from data.cache import sha256_file
+
+
+class CacheMismatch(ValueError):
+    """The cache was made for another target, tokenizer, data set or layer set."""
+
+
+class CacheSplit:
+    """Random access to the sequences of one split, a few rows at a time (shards stay memory-mapped)."""
+
+    def __init__(self, root: Path, info: dict, layers: list[int]) -> None:
+        self.info, self.layers = info, layers
+        self.num_blocks, self.seq_len = info["num_blocks"], info["seq_len"]
+        self._starts = [s["start"] for s in info["shards"]]
+        self._files = [safe_open(str(root / s["file"]), framework="pt") for s in info["shards"]]
+
+    def __len__(self) -> int:
+        return self.num_blocks
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        k = max(j for j, s in enumerate(self._starts) if s <= i)
+        return k, i - self._starts[k]
+
+    def get(self, indices: list[int], keys: list[str]) -> dict[str, torch.Tensor]:
+        rows: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+        for i in indices:
+            if not 0 <= i < self.num_blocks:
+                raise IndexError(f"sequence {i} of a {self.num_blocks}-sequence cache split")
+            k, r = self._locate(int(i))
+            for key in keys:
+                rows[key].append(self._files[k].get_slice(key)[r : r + 1])
+        return {key: torch.cat(v) for key, v in rows.items()}
+
+
+class HiddenStateCache:
+    def __init__(self, root: str | Path, verify_hashes: bool = False) -> None:
+        self.root = Path(root)
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            hint = " (plan.json exists: the cache job did not finish; rerun it to resume)"
+            raise FileNotFoundError(
+                f"{path}: no manifest" + (hint if (self.root / "plan.json").is_file() else "")
+            )
+        self.manifest = json.loads(path.read_text())
+        for name, info in self.manifest["splits"].items():
+            for s in info["shards"]:
+                f = self.root / name / s["file"]
+                if not f.is_file() or f.stat().st_size != s["bytes"]:
+                    raise CacheMismatch(f"{f}: missing or truncated (manifest says {s['bytes']} bytes)")
+                if verify_hashes and sha256_file(f) != s["sha256"]:
+                    raise CacheMismatch(f"{f}: sha256 differs from the manifest")
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.manifest["layers"])
+
+    @property
+    def final_layer(self) -> int:
+        return int(self.manifest["num_hidden_layers"])  # hidden_states index after the final norm
+
+    def check(self, fingerprint: dict[str, str], data: dict[str, dict], need_layers: list[int]) -> None:
+        """Refuse a cache that would silently train on the wrong features; name what differs."""
+        for key in ("target_fingerprint", "tokenizer_fingerprint"):
+            if self.manifest.get(key) != fingerprint.get(key):
+                raise CacheMismatch(
+                    f"cache {self.root} was made with {key}={self.manifest.get(key)}, this run has "
+                    f"{fingerprint.get(key)} ({fingerprint.get('target')})"
+                )
+        for split, want in data.items():
+            have = self.manifest["data"].get(split)
+            if have != want:
+                diff = sorted(k for k in set(want) | set(have or {}) if (have or {}).get(k) != want.get(k))
+                raise CacheMismatch(f"cache {self.root}: {split} data differs from this run's in {diff}")
+        missing = sorted(set(need_layers) - set(self.layers))
+        if missing:
+            raise CacheMismatch(
+                f"cache {self.root} stores hidden_states {self.layers}, this draft needs {missing} too: rebuild "
+                "it with `python -m data cache --layers ...`"
+            )
+
+    def split(self, name: str) -> CacheSplit | None:
+        info = self.manifest["splits"].get(name)
+        return None if info is None else CacheSplit(self.root / name, info, self.layers)
