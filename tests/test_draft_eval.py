@@ -55,6 +55,8 @@ def head(target: FrozenTarget, tmp_path: Path, *overrides: str) -> torch.nn.Modu
 def drafter(name: str, target: FrozenTarget, tmp_path: Path):  # noqa: ANN201
     if name == "eagle3":
         return Eagle3Drafter(head(target, tmp_path, "draft=eagle3", "draft.draft_vocab_size=1024"), target)
+    if name == "eagle3-servable":  # the published EAGLE-3 layout that SGLang / vLLM load
+        return Eagle3Drafter(head(target, tmp_path, "draft=eagle3", "draft.layout=eagle3"), target)
     if name == "scylla":
         return Eagle3Drafter(head(target, tmp_path, "draft=scylla", "draft.num_layers=2"), target)
     if name == "medusa":
@@ -64,7 +66,7 @@ def drafter(name: str, target: FrozenTarget, tmp_path: Path):  # noqa: ANN201
 
 @pytest.mark.parametrize(
     ("name", "shape"),
-    [("eagle3", "chain"), ("eagle3", "tree"), ("scylla", "tree"), ("medusa", "chain"), ("medusa", "tree"),
+    [("eagle3", "chain"), ("eagle3", "tree"), ("eagle3-servable", "tree"), ("scylla", "tree"), ("medusa", "chain"), ("medusa", "tree"),
      ("dense", "chain"), ("dense", "tree")],
 )  # fmt: skip
 def test_every_architecture_is_lossless(

@@ -31,13 +31,11 @@ class DraftConfig:
     num_heads: int | None = None  # attention heads; None = the target's
     num_kv_heads: int | None = None  # key/value heads; None = the target's
     feature_noise: float = 0.0  # half-width of uniform noise added to input features in training (EAGLE: 0.1)
-    feature_layers: list[int] | None = (
-        None  # eagle3/scylla: target hidden_states fused; None = low, mid, high
-    )
+    feature_layers: list[int] | None = None  # eagle3/scylla: target hidden_states fused; None = low/mid/high
+    layout: str = "draftforge"  # eagle3/scylla: draftforge | eagle3 (the published layout SGLang/vLLM load)
+    first_layer_input_norm: bool = True  # eagle: False = the original EAGLE-1/2 layout (exportable)
     draft_vocab_size: int | None = None  # eagle3/scylla: reduced LM-head vocabulary; None = the target's
-    vocab_path: str | None = (
-        None  # eagle3/scylla: d2t/t2d map from `python -m data.draft_vocab`; None = build
-    )
+    vocab_path: str | None = None  # eagle3/scylla: d2t/t2d map (python -m data.draft_vocab); None = build
     ttt_steps: int = 1  # eagle3/scylla: training-time-test unroll depth (1 = no unrolling)
     ttt_decay: float = 0.8  # eagle3/scylla/medusa: loss weight of unroll step / head j is decay**j
     medusa_heads: int = 4  # medusa: K heads proposing tokens t+2 .. t+K+1

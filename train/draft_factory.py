@@ -83,6 +83,7 @@ def _build_eagle3(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
             draft_vocab_size=size,
             feature_layers=list(cfg.draft.feature_layers or default_feature_layers(target.num_layers)),
             architecture=cfg.draft.name,
+            layout=cfg.draft.layout,
         )
     )
     if size < vocab:

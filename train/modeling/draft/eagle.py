@@ -25,6 +25,9 @@ class EagleHeadConfig:
     rms_norm_eps: float = 1e-6
     vocab_size: int = 0  # the target's vocabulary: checked against the target when an export is loaded
     architecture: str = "eagle"
+    # False = the original EAGLE-1/2 layout (SafeAILab/EAGLE cnets1.py): layer 0 has no input_layernorm, since
+    # fc's output is already the fused input; needed to export to / import from that layout exactly.
+    first_layer_input_norm: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +56,8 @@ class EagleHead(nn.Module):
             )
             for _ in range(config.num_layers)
         )
+        if not config.first_layer_input_norm:
+            self.layers[0].input_layernorm = nn.Identity()
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.layers))

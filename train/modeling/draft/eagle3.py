@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from train.modeling.draft.layers import DecoderLayer, KVCache, RMSNorm
+from train.modeling.draft.layers import Attention, DecoderLayer, GatedMLP, KVCache, RMSNorm
 
 
 @dataclass
@@ -33,9 +33,45 @@ class Eagle3HeadConfig:
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-6
     architecture: str = "eagle3"
+    # "draftforge": input_proj(2H->H) over (normed embedding, normed feature) feeds standard decoder layers.
+    # "eagle3": the published EAGLE-3 layout (SafeAILab EAGLE-3, SGLang/vLLM llama_eagle3.py): layer 0's
+    # q/k/v read the 2H concatenation directly and its residual is the raw feature. The two are not
+    # convertible into each other, so a head meant for SGLang/vLLM must be trained (or imported) in this one.
+    layout: str = "draftforge"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Eagle3FirstLayer(nn.Module):
+    """Layer 0 of the "eagle3" layout: attention over cat(input_layernorm(embedding), hidden_norm(feature)),
+    residual = the un-normed feature (EAGLE-3's norm-after-residual; speculators' norm_before_residual=False)."""
+
+    def __init__(self, c: Eagle3HeadConfig) -> None:
+        super().__init__()
+        h = c.hidden_size
+        self.hidden_norm = RMSNorm(h, c.rms_norm_eps)
+        self.input_layernorm = RMSNorm(h, c.rms_norm_eps)
+        self.self_attn = Attention(h, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_theta)
+        # q/k/v read the 2H concatenation (layers.py's Attention is square; widen its inputs here).
+        self.self_attn.q_proj = nn.Linear(2 * h, c.num_heads * c.head_dim, bias=False)
+        self.self_attn.k_proj = nn.Linear(2 * h, c.num_kv_heads * c.head_dim, bias=False)
+        self.self_attn.v_proj = nn.Linear(2 * h, c.num_kv_heads * c.head_dim, bias=False)
+        self.post_attention_layernorm = RMSNorm(h, c.rms_norm_eps)
+        self.mlp = GatedMLP(h, c.intermediate_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        layer_idx: int = 0,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        fused = torch.cat([self.input_layernorm(embeds), self.hidden_norm(x)], dim=-1)
+        x = x + self.self_attn(fused, position_ids, cache, layer_idx, attn_mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Eagle3Head(nn.Module):
@@ -47,11 +83,17 @@ class Eagle3Head(nn.Module):
         h = config.hidden_size
         n_fused = max(1, len(config.feature_layers))
         self.fc = nn.Linear(n_fused * h, h, bias=False)  # fused target layers -> one feature
-        self.embed_norm = RMSNorm(h, config.rms_norm_eps)
-        self.feature_norm = RMSNorm(h, config.rms_norm_eps)
-        self.input_proj = nn.Linear(2 * h, h, bias=False)  # (token embedding, feature) -> residual stream
+        if config.layout not in ("draftforge", "eagle3"):
+            raise ValueError(f"Eagle3HeadConfig.layout={config.layout!r}: expected 'draftforge' or 'eagle3'")
+        self.eagle3_layout = config.layout == "eagle3"
+        if not self.eagle3_layout:
+            self.embed_norm = RMSNorm(h, config.rms_norm_eps)
+            self.feature_norm = RMSNorm(h, config.rms_norm_eps)
+            self.input_proj = nn.Linear(2 * h, h, bias=False)  # (token embedding, feature) -> residual stream
         self.layers = nn.ModuleList(
-            DecoderLayer(
+            Eagle3FirstLayer(config)
+            if i == 0 and self.eagle3_layout
+            else DecoderLayer(
                 h,
                 config.intermediate_size,
                 config.num_heads,
@@ -60,7 +102,7 @@ class Eagle3Head(nn.Module):
                 config.rope_theta,
                 config.rms_norm_eps,
             )
-            for _ in range(config.num_layers)
+            for i in range(config.num_layers)
         )
         self.norm = RMSNorm(h, config.rms_norm_eps)
         self.lm_head = nn.Linear(h, config.draft_vocab_size, bias=False)
@@ -93,8 +135,14 @@ class Eagle3Head(nn.Module):
         if position_ids is None:
             start = 0 if cache is None else cache.length
             position_ids = torch.arange(start, start + t, device=input_embeds.device).expand(b, t)
-        x = self.input_proj(torch.cat([self.embed_norm(input_embeds), self.feature_norm(features)], dim=-1))
-        for i, layer in enumerate(self.layers):
+        if self.eagle3_layout:
+            x = self.layers[0](features, input_embeds, position_ids, cache, 0, attn_mask)
+        else:
+            x = self.input_proj(
+                torch.cat([self.embed_norm(input_embeds), self.feature_norm(features)], dim=-1)
+            )
+            x = self.layers[0](x, position_ids, cache, 0, attn_mask)
+        for i, layer in enumerate(self.layers[1:], start=1):
             x = layer(x, position_ids, cache, i, attn_mask)
         return x
 

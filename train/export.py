@@ -1,0 +1,109 @@
+"""Export a trained draft in the layout a serving engine loads, or import a published checkpoint.
+
+    python -m train.export --draft outputs/<run>/export --format eagle3-sglang --out exports/sglang [--target DIR]
+    python -m train.export --import --draft /models/EAGLE3-LLaMA3.1-Instruct-8B --out drafts/eagle3 [--target DIR]
+
+Formats: see train/export_formats/registry.py. Every export writes a README.md card and a draftforge.json
+(our meta, so a re-import keeps the provenance) and refuses a target whose tokenizer is not the draft's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from train.export_formats.card import write_card
+from train.export_formats.common import DTYPES, ExportError, Target, check_tokenizer, read_json, write_json
+from train.export_formats.registry import FORMATS, detect, get_format
+from train.modeling.draft.io import load_draft, read_export_config, save_draft
+
+SIDECAR = "draftforge.json"
+
+
+def _target(arg: str | None, meta: dict) -> Target:
+    path = arg or meta.get("target")
+    if not path or not (Path(path) / "config.json").is_file():
+        raise ExportError(
+            f"no local target folder (recorded target: {meta.get('target')!r}); pass --target DIR"
+        )
+    return Target.load(path)
+
+
+def export_draft(
+    draft: Path, fmt_name: str, out: Path, target_dir: str | None = None, dtype: str = "float32"
+) -> Path:
+    fmt = get_format(fmt_name)
+    read_export_config(draft)  # a clear error for a folder that is not one of our exports
+    head, meta = load_draft(draft)
+    target = _target(target_dir, meta)
+    check_tokenizer(meta, target, str(draft))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside and renamed into place: an engine never sees a half-written folder.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        notes = fmt.export(head.eval(), meta, tmp, target, dtype)
+        write_json(tmp / SIDECAR, {"format": fmt.NAME, "meta": meta, "head": head.config.to_dict()})
+        write_card(tmp, fmt.NAME, meta, target.path, target.tokenizer_fingerprint, draft, notes)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def import_draft(src: Path, out: Path, fmt_name: str | None = None, target_dir: str | None = None) -> Path:
+    fmt = get_format(fmt_name) if fmt_name else detect(src)
+    target = Target.load(target_dir) if target_dir else None
+    head, extra = fmt.load(src, target)
+    sidecar = src / SIDECAR
+    meta = dict(read_json(sidecar)["meta"]) if sidecar.is_file() else {}
+    if target is not None:
+        check_tokenizer(meta, target, str(src))
+        vocab = getattr(head.config, "vocab_size", 0)
+        if vocab and vocab != int(target.config.vocab_size):
+            raise ExportError(
+                f"{src}: draft vocabulary {vocab} != target vocabulary {target.config.vocab_size}"
+            )
+        meta.setdefault("target", target.path)
+        meta.setdefault("tokenizer_fingerprint", target.tokenizer_fingerprint)
+    meta.update(extra, imported_from=str(src))
+    return save_draft(head.state_dict(), head.config, out, meta)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--draft", required=True, help="our export folder (or, with --import, a published checkpoint)"
+    )
+    p.add_argument(
+        "--format", choices=sorted(FORMATS), help="target layout (with --import: detected if omitted)"
+    )
+    p.add_argument("--out", required=True, help="output folder (replaced)")
+    p.add_argument("--target", help="target model folder; default: the target recorded in the draft")
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="dtype of exported float tensors"
+    )
+    p.add_argument(
+        "--import", dest="do_import", action="store_true", help="published checkpoint -> our export"
+    )
+    args = p.parse_args(argv)
+    try:
+        if args.do_import:
+            out = import_draft(Path(args.draft), Path(args.out), args.format, args.target)
+        else:
+            if not args.format:
+                p.error("--format is required for an export")
+            out = export_draft(Path(args.draft), args.format, Path(args.out), args.target, args.dtype)
+    except ExportError as err:
+        raise SystemExit(f"[export] refused: {err}") from None
+    print(f"[export] wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The README card every export writes: what the draft is for, how it was trained, how well it did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CARD = "README.md"
+
+
+def find_tau(draft_dir: Path | None, meta: dict) -> tuple[float | None, str]:
+    """tau from the export's own meta, else from the newest eval results.json beside or under it."""
+    for key in ("tau", "eval_tau"):
+        if isinstance(meta.get(key), (int, float)):
+            return float(meta[key]), "export meta"
+    if isinstance(meta.get("eval"), dict) and isinstance(meta["eval"].get("tau"), (int, float)):
+        return float(meta["eval"]["tau"]), str(meta["eval"].get("source", "export meta"))
+    if draft_dir is None:
+        return None, ""
+    candidates = [draft_dir / "results.json", *draft_dir.parent.glob("*/results.json")]
+    candidates += list(draft_dir.parent.glob("results.json"))
+    for path in sorted((p for p in candidates if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            tau = json.loads(path.read_text())["metrics"]["all"]["tau"]
+        except (KeyError, TypeError, ValueError):
+            continue  # not an eval results file (eval/report.py writes metrics.all.tau)
+        if isinstance(tau, (int, float)):
+            return float(tau), str(path)
+    return None, ""
+
+
+def write_card(
+    out: Path,
+    fmt: str,
+    meta: dict,
+    target_path: str,
+    tokenizer_fp: str,
+    source: Path | None,
+    notes: list[str],
+) -> Path:
+    tau, tau_src = find_tau(source, meta)
+    rows: list[tuple[str, Any]] = [
+        ("format", fmt),
+        ("target", target_path or meta.get("target", "unknown")),
+        ("target fingerprint", meta.get("target_fingerprint", "unknown")),
+        ("tokenizer fingerprint", tokenizer_fp or meta.get("tokenizer_fingerprint", "unknown")),
+        ("recipe / stage", meta.get("recipe") or meta.get("stage") or "unknown"),
+        ("steps", meta.get("steps", "unknown")),
+        ("tokens seen", meta.get("tokens_seen", "unknown")),
+        (
+            "tau (tokens per target forward, bonus counted)",
+            f"{tau:.3f} ({tau_src})" if tau is not None else "not measured",
+        ),
+        ("exported from", str(source) if source else "unknown"),
+    ]
+    lines = [f"# Draft model ({fmt})", "", "| field | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    if notes:
+        lines += ["", "## How to load", "", *notes]
+    path = out / CARD
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,138 @@
+"""What every format shares: the target it is exported for, the tokenizer check, tensor files and dtypes."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
+
+from data.fingerprint import tokenizer_fingerprint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ExportError(ValueError):
+    """A draft that cannot be written (or read) exactly in the requested format; the message names why."""
+
+
+@dataclass
+class Target:
+    """The target a draft is exported for: its config and tokenizer; weights only when a format needs them."""
+
+    path: str
+    config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase
+    _model: nn.Module | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Target:
+        return _load_target(str(path))
+
+    @classmethod
+    def _load(cls, path: str) -> Target:
+        if not (Path(path) / "config.json").is_file():
+            raise ExportError(f"--target {path}: not a Hugging Face model folder (no config.json)")
+        return cls(path, AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return tokenizer_fingerprint(self.tokenizer)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    def model(self) -> nn.Module:
+        """Loaded lazily: only Medusa (a shared LM head written per head) needs the target's weights."""
+        if self._model is None:
+            self._model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+        return self._model
+
+
+@functools.lru_cache(maxsize=2)
+def _load_target(path: str) -> Target:
+    """Cached: an export followed by an import (or a test session) reads the same target once."""
+    return Target._load(path)
+
+
+def check_tokenizer(meta: dict, target: Target, what: str) -> None:
+    """Refuse a draft trained with another tokenizer: its token ids would mean other tokens."""
+    want = meta.get("tokenizer_fingerprint")
+    have = target.tokenizer_fingerprint
+    if want and want != have:
+        raise ExportError(
+            f"{what}: draft was trained with tokenizer {want} ({meta.get('target')}), but the tokenizer of "
+            f"--target {target.path} is {have}; refusing to export a draft for a target it was not trained on"
+        )
+
+
+def cast(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors to the export dtype; index maps (d2t, t2d) keep their integer/bool dtype."""
+    return {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+        for k, v in tensors.items()
+    }
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def read_tensors(folder: Path, names: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")) -> dict:
+    """The first weights file found; .bin is read with weights_only (no pickled code runs)."""
+    for name in names:
+        f = folder / name
+        if f.is_file():
+            if name.endswith(".safetensors"):
+                return load_file(str(f))
+            return torch.load(str(f), map_location="cpu", weights_only=True)
+    raise ExportError(f"{folder}: no weights file (looked for {', '.join(names)})")
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    return json.loads(path.read_text())
+
+
+def refuse_unknown(tensors: dict[str, torch.Tensor], known: set[str], fmt: str) -> None:
+    """A tensor the layout has no place for would be silently dropped: refuse, naming it."""
+    extra = sorted(set(tensors) - known)
+    if extra:
+        raise ExportError(
+            f"{fmt}: tensor(s) {extra} have no place in this format; the head cannot be exported"
+        )
+
+
+def rope_theta(config: PretrainedConfig | dict) -> float:
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    rope = get("rope_parameters") or {}
+    return float(rope.get("rope_theta", get("rope_theta", 10000.0)))
+
+
+def check_no_rope_scaling(cfg: dict, where: str) -> None:
+    """Our draft layers implement plain RoPE only; a scaled one would silently change every attention score."""
+    scaling = cfg.get("rope_scaling") or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if scaling and kind != "default":
+        raise ExportError(
+            f"{where}: rope_scaling {scaling} is not supported by our draft layers (plain RoPE)"
+        )

@@ -1,0 +1,129 @@
+"""EAGLE-1/2 heads in the original EAGLE checkpoint layout.
+
+Defined by: SafeAILab/EAGLE `eagle/model/cnets1.py` (Model: fc = Linear(2H, H, bias=config["bias"], default
+True) on cat(embedding, feature); layers.{i} = LlamaDecoderLayer where layer 0 has NO input_layernorm;
+embed_tokens loaded from the base model) and `ea_model.py` (reads "bias" from config.json); read at commit
+2174a79. Loaded as is by SGLang `models/llama_eagle.py` (fc bias=getattr(config, "bias", False), layer 0
+input_layernorm replaced by identity). vLLM `models/llama_eagle.py` (read 2025) builds fc WITHOUT bias, so
+it loads this folder exactly only when fc.bias is zero; the card says so.
+Layout: config.json (Llama fields, architectures ["LlamaForCausalLM"], "bias") + model.safetensors with
+fc.weight, fc.bias, layers.{i}.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, post_attention_layernorm,
+input_layernorm (i > 0 only)}.weight. No LM head: EAGLE-1/2 use the target's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from train.export_formats.common import (
+    DTYPES,
+    ExportError,
+    Target,
+    cast,
+    check_no_rope_scaling,
+    read_json,
+    read_tensors,
+    refuse_unknown,
+    rope_theta,
+    write_json,
+    write_tensors,
+)
+from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
+
+NAME = "eagle"
+
+
+def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -> list[str]:
+    if not isinstance(head, EagleHead):
+        raise ExportError(f"{NAME}: only EAGLE-1/2 heads have this layout, not {type(head).__name__}")
+    cfg = head.config
+    if cfg.first_layer_input_norm:
+        raise ExportError(
+            f"{NAME}: layers.0.input_layernorm.weight has no place in the EAGLE layout (layer 0 has no input "
+            "norm); train with first_layer_input_norm=false to export this format"
+        )
+    if cfg.vocab_size not in (0, int(target.config.vocab_size)):
+        raise ExportError(
+            f"{NAME}: head vocab_size {cfg.vocab_size} != target vocab_size {target.config.vocab_size}"
+        )
+    sd = head.state_dict()
+    refuse_unknown(sd, {k for k in sd if k.startswith(("fc.", "layers."))}, NAME)
+    write_tensors(out / "model.safetensors", cast(dict(sd), DTYPES[dtype]))
+    tc = target.config
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "bias": True,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "num_hidden_layers": cfg.num_layers,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "max_position_embeddings": int(getattr(tc, "max_position_embeddings", 4096)),
+        "vocab_size": int(tc.vocab_size),
+        "bos_token_id": getattr(tc, "bos_token_id", None),
+        "eos_token_id": getattr(tc, "eos_token_id", None),
+        "pad_token_id": getattr(tc, "pad_token_id", None),
+        "pretraining_tp": 1,  # cnets1.py reads it in every projection
+        "tie_word_embeddings": False,
+        "torch_dtype": dtype,
+    }
+    write_json(out / "config.json", config)
+    zero_bias = bool((head.fc.bias == 0).all())
+    return [
+        "```bash",
+        f"python -m sglang.launch_server --model {target.path} --speculative-algorithm EAGLE \\",
+        f"    --speculative-draft-model-path {out}",
+        "```",
+        "Also loads in the SafeAILab EAGLE repo (`EaModel.from_pretrained(..., ea_model_path=...)`).",
+        "vLLM (`method: eagle`) builds fc without a bias: "
+        + (
+            "fc.bias is zero here, so it loads exactly."
+            if zero_bias
+            else "this head's fc.bias is non-zero, so vLLM would drop it; use SGLang."
+        ),
+    ]
+
+
+def matches(src: Path) -> bool:
+    """Tried last (registry.detect): a config.json and a weights file that no other layout claimed."""
+    return (src / "config.json").is_file() and any(
+        (src / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")
+    )
+
+
+def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
+    c = read_json(src / "config.json")
+    check_no_rope_scaling(c, str(src))
+    if c.get("qkv_bias") or c.get("attention_bias"):
+        raise ExportError(f"{src}: attention biases are set; our EAGLE head has none")
+    raw = {k: v for k, v in read_tensors(src).items() if k != "embed_tokens.weight"}  # the target's embedding
+    heads = int(c["num_attention_heads"])
+    h = int(c["hidden_size"])
+    cfg = EagleHeadConfig(
+        hidden_size=h,
+        intermediate_size=int(c["intermediate_size"]),
+        num_heads=heads,
+        num_kv_heads=int(c.get("num_key_value_heads") or heads),
+        head_dim=int(c.get("head_dim") or h // heads),
+        num_layers=int(c.get("num_hidden_layers", 1)),
+        rope_theta=rope_theta(c),
+        rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        vocab_size=int(c.get("vocab_size", 0)),
+        first_layer_input_norm="layers.0.input_layernorm.weight" in raw,
+    )
+    # A checkpoint trained with bias=False has no fc.bias: a zero bias computes exactly the same thing.
+    raw.setdefault("fc.bias", torch.zeros(h))
+    head = EagleHead(cfg)
+    missing, unexpected = head.load_state_dict({k: v.float() for k, v in raw.items()}, strict=False)
+    if missing or unexpected:
+        raise ExportError(f"{src}: missing tensors {missing}, unexpected {unexpected}")
+    return head, {"imported_format": NAME}

@@ -1,0 +1,131 @@
+"""Pieces the two EAGLE-3 layouts share (SGLang/EAGLE-3 original and vLLM speculators): the Llama-style
+config fields, the d2t/t2d convention, and the checks that our head is representable at all.
+
+Facts (read in the loaders, see tests/fixtures/export_formats/*.md):
+- d2t on disk holds offsets, target_id = draft_id + d2t[draft_id] (SGLang llama_eagle3.py load_weights,
+  vLLM llama_eagle3.py compute_logits); t2d is a bool mask over the target vocabulary (both loaders skip it).
+- fc is Linear(3 * target_hidden, hidden, bias=False) in both: exactly three fused target layers.
+- Layer 0's q/k/v read 2H = cat(input_layernorm(embeds), hidden_norm(feature)); residual = raw feature.
+- The engines' default capture layers are hidden_states[2], [L/2], [L-3]; an explicit list is read from
+  the draft config, in different conventions per engine (see eagle3_sglang.py and speculators.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from train.export_formats.common import ExportError, Target, check_no_rope_scaling, rope_theta
+from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+
+# Tensors of our "draftforge" EAGLE-3 layout that the published layout has no place for.
+DRAFTFORGE_ONLY = ("input_proj.weight", "embed_norm.weight", "feature_norm.weight")
+
+
+def check_representable(head: Eagle3Head, fmt: str, target: Target) -> None:
+    cfg = head.config
+    if cfg.layout != "eagle3":
+        raise ExportError(
+            f"{fmt}: this head uses the draftforge EAGLE-3 layout; its tensors {list(DRAFTFORGE_ONLY)} have no "
+            "counterpart in the EAGLE-3 loaders (q/k/v read the 2H concatenation directly). Train with "
+            "layout=eagle3 (Eagle3HeadConfig.layout) to serve it in SGLang/vLLM."
+        )
+    if len(cfg.feature_layers) != 3:
+        raise ExportError(
+            f"{fmt}: fc.weight fuses {len(cfg.feature_layers)} target layers; the engines' fc is "
+            "Linear(3 * hidden, hidden): exactly 3 feature_layers are required"
+        )
+    bad = [i for i in cfg.feature_layers if not 1 <= i <= target.num_layers - 1]
+    if bad:
+        raise ExportError(
+            f"{fmt}: feature_layers {bad} are not capturable by the engines: they capture the input of a "
+            f"decoder layer, i.e. hidden_states[1..{target.num_layers - 1}] of this target"
+        )
+    if cfg.vocab_size != int(target.config.vocab_size):
+        raise ExportError(
+            f"{fmt}: head vocab_size {cfg.vocab_size} != target vocab_size {target.config.vocab_size}"
+        )
+
+
+def llama_fields(cfg: Eagle3HeadConfig, target: Target, dtype: str) -> dict:
+    """A LlamaConfig-shaped dict for the draft: what SGLang/vLLM build the draft's layers from."""
+    tc = target.config
+    return {
+        "model_type": "llama",
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "num_hidden_layers": cfg.num_layers,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,  # our layers use plain RoPE; a scaled one would change every score
+        "hidden_act": "silu",
+        "max_position_embeddings": int(getattr(tc, "max_position_embeddings", 4096)),
+        "vocab_size": cfg.vocab_size,
+        "bos_token_id": getattr(tc, "bos_token_id", None),
+        "eos_token_id": getattr(tc, "eos_token_id", None),
+        "pad_token_id": getattr(tc, "pad_token_id", None),
+        # SGLang ties lm_head to embed_tokens when this is true: the draft has its own (reduced) LM head.
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "torch_dtype": dtype,
+    }
+
+
+def head_config_from_llama(
+    c: dict, draft_vocab_size: int, feature_layers: list[int], where: str
+) -> Eagle3HeadConfig:
+    check_no_rope_scaling(c, where)
+    if c.get("attention_bias") or c.get("mlp_bias") or c.get("bias"):
+        raise ExportError(f"{where}: attention/mlp/fc bias is set; our EAGLE-3 head has no biases")
+    if c.get("hidden_act", "silu") != "silu":
+        raise ExportError(f"{where}: hidden_act={c['hidden_act']!r}; our layers use silu")
+    if c.get("target_hidden_size") not in (None, c["hidden_size"]):
+        raise ExportError(
+            f"{where}: target_hidden_size {c['target_hidden_size']} != hidden_size (not supported)"
+        )
+    heads = int(c["num_attention_heads"])
+    return Eagle3HeadConfig(
+        hidden_size=int(c["hidden_size"]),
+        intermediate_size=int(c["intermediate_size"]),
+        num_heads=heads,
+        num_kv_heads=int(c.get("num_key_value_heads") or heads),
+        head_dim=int(c.get("head_dim") or c["hidden_size"] // heads),
+        vocab_size=int(c["vocab_size"]),
+        draft_vocab_size=int(draft_vocab_size),
+        feature_layers=list(feature_layers),
+        num_layers=int(c.get("num_hidden_layers", 1)),
+        rope_theta=rope_theta(c),
+        rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        architecture="eagle3" if int(c.get("num_hidden_layers", 1)) == 1 else "scylla",
+        layout="eagle3",
+    )
+
+
+def vocab_maps(head: Eagle3Head) -> dict[str, torch.Tensor]:
+    d2t = head.d2t.detach().cpu().long()
+    offsets = d2t - torch.arange(len(d2t))
+    t2d = torch.zeros(head.config.vocab_size, dtype=torch.bool)
+    t2d[d2t] = True
+    return {"d2t": offsets, "t2d": t2d}
+
+
+def absolute_d2t(offsets: torch.Tensor) -> torch.Tensor:
+    return offsets.long() + torch.arange(len(offsets))
+
+
+def default_feature_layers(num_layers: int) -> list[int]:
+    """The engines' default capture points (SGLang llama.py / vLLM llama.py), as hidden_states indices."""
+    return [2, num_layers // 2, num_layers - 3]
+
+
+def build_head(cfg: Eagle3HeadConfig, ours: dict[str, torch.Tensor], where: str) -> Eagle3Head:
+    head = Eagle3Head(cfg)
+    missing, unexpected = head.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in ours.items()}, strict=False
+    )
+    if missing or unexpected:
+        raise ExportError(f"{where}: missing tensors {missing}, unexpected {unexpected}")
+    return head
