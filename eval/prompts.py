@@ -1,4 +1,6 @@
-"""Held-out prompts: chat (first user turn through the target's chat template) and docs (a document prefix).
+"""Held-out prompts by category: chat rows go through the target's chat template (up to their last user
+turn), text rows are a document prefix. Sources: the shipped task categories (eval/assets/tasks.jsonl, see
+eval/build_tasks.py), the raw shipped corpus, user JSONL files, or MT-bench / Spec-Bench question.jsonl.
 
 Selection is deterministic and spread over the whole file (evenly spaced rows), so a prompt id names the
 same token ids on every machine and a larger num_prompts only adds prompts between the existing ones' rows.
@@ -13,19 +15,20 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from eval.config import PromptsConfig
+from data.embedded_paths import CORPUS_DIR
+from eval.build_tasks import TASKS_FILE
+from eval.config import EMBEDDED_CATEGORIES, PromptsConfig
 
-EMBEDDED_CORPUS = Path(__file__).resolve().parent.parent / "data" / "embedded" / "corpus"
 EMBEDDED_FILES = {
-    "chat": EMBEDDED_CORPUS / "dialogues_valid.jsonl.gz",
-    "docs": EMBEDDED_CORPUS / "pydocs_valid.jsonl.gz",
+    "chat": CORPUS_DIR / "dialogues_valid.jsonl.gz",
+    "docs": CORPUS_DIR / "pydocs_valid.jsonl.gz",
 }
 
 
 @dataclass
 class Prompt:
     id: str  # "<category>/<row id>": stable across runs and machines
-    category: str  # chat | docs
+    category: str  # e.g. code, qa (tasks), chat | docs (embedded), or the file's own categories
     input_ids: list[int]
 
 
@@ -53,12 +56,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def chat_prompt_ids(tok: PreTrainedTokenizerBase, messages: list[dict]) -> list[int] | None:
-    """Messages up to and including the first user turn (a leading system turn stays), then the
-    assistant header; None when there is no user turn."""
-    first_user = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
-    if first_user is None:
+    """Messages up to and including the last user turn (earlier turns stay: multi-turn context), then
+    the assistant header; None when there is no user turn."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
         return None
-    text = tok.apply_chat_template(messages[: first_user + 1], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(messages[: users[-1] + 1], tokenize=False, add_generation_prompt=True)
     # The template already wrote any BOS it wants; encoding must not add a second one.
     return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -78,6 +81,22 @@ def _category(row: dict) -> str:
     if "category" in row:
         return str(row["category"])
     return "chat" if "messages" in row else "docs"
+
+
+def question_row(row: dict, where: str) -> dict:
+    """MT-bench / Spec-Bench question.jsonl: {"question_id", "category", "turns": [str, ...]}. Only the
+    first turn is decoded: later turns need the model's own earlier answers in the context."""
+    turns = row.get("turns")
+    if not isinstance(turns, list) or not turns or not isinstance(turns[0], str):
+        raise ValueError(f"{where}: a question.jsonl row needs 'turns': [str, ...], found keys {sorted(row)}")
+    qid = row.get("question_id", row.get("id"))
+    if qid is None:
+        raise ValueError(f"{where}: a question.jsonl row needs 'question_id'")
+    return {
+        "id": qid,
+        "category": row.get("category", "questions"),
+        "messages": [{"role": "user", "content": turns[0]}],
+    }
 
 
 def _encode(
@@ -102,12 +121,21 @@ def _spread(n_rows: int, n_take: int) -> list[int]:
 
 
 def load_prompts(cfg: PromptsConfig, tok: PreTrainedTokenizerBase) -> PromptSet:
-    files = [EMBEDDED_FILES[c] for c in cfg.categories] if cfg.source == "embedded" else list(cfg.files)
+    if cfg.source == "embedded":
+        files = [EMBEDDED_FILES[c] for c in (cfg.categories or EMBEDDED_CATEGORIES)]
+    elif cfg.source == "tasks":
+        files = [TASKS_FILE]
+    else:
+        files = list(cfg.files)
     by_category: dict[str, list[Prompt]] = {}
     skipped: dict[str, int] = {}
     for path in files:
         for lineno, row in enumerate(read_jsonl(path), 1):
             where = f"{path}:{lineno}"
+            if cfg.source == "questions":
+                row = question_row(row, where)
+            if cfg.categories and _category(row) not in cfg.categories:
+                continue
             ids, reason = _encode(row, tok, cfg, where)
             if ids is None:
                 skipped[reason] = skipped.get(reason, 0) + 1
@@ -116,7 +144,10 @@ def load_prompts(cfg: PromptsConfig, tok: PreTrainedTokenizerBase) -> PromptSet:
             row_id = row.get("id", f"{Path(path).name}:{lineno}")
             by_category.setdefault(category, []).append(Prompt(f"{category}/{row_id}", category, ids))
     if not by_category:
-        raise ValueError(f"no usable prompts in {[str(f) for f in files]} (left out: {skipped})")
+        raise ValueError(
+            f"no usable prompts in {[str(f) for f in files]} for categories {cfg.categories or 'all'} "
+            f"(left out: {skipped})"
+        )
     # Split num_prompts evenly over categories; the first categories take the remainder.
     cats = sorted(by_category)
     prompts: list[Prompt] = []

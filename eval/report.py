@@ -1,4 +1,4 @@
-"""What an eval run leaves behind: a printed table, results.{json,csv}, outputs.jsonl, a PNG, logger entries."""
+"""What an eval run leaves behind: a printed table, results.{json,csv}, outputs.jsonl, PNGs, logger entries."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eval.metrics import SPEED_NOTE, TAU_NOTE
-
-Metrics = dict[str, dict[str, float | int | None]]
+from eval.metrics import SPEED_NOTE, TAU_NOTE, Metrics
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 OUTPUTS_JSONL = "outputs.jsonl"
-ACCEPTANCE_PNG = "acceptance_by_position.png"
+PLOTS = {
+    "acceptance_png": "acceptance_by_position.png",
+    "category_png": "tau_by_category.png",
+    "batch_png": "batch_size.png",
+}
+SWEEP_KEYS = ("tau", "acceptance_at_1", "spec_tokens_per_s", "baseline_tokens_per_s", "speedup",
+              "speedup_cost_model", "speedup_ceiling", "draft_ms", "verify_ms", "baseline_step_ms")  # fmt: skip
 
 
 def _fmt(value: Any) -> str:
@@ -28,59 +32,115 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(metrics: Metrics, header: dict[str, Any]) -> str:
-    """Metrics down the side, scopes (all, then each category) across."""
+def _grid(rows: list[str], cols: list[str], cell) -> list[str]:
+    width = max(len(n) for n in rows) + 2
+    col = max(10, *(len(c) + 2 for c in cols))
+    lines = ["".ljust(width) + "".join(c.rjust(col) for c in cols), "-" * (width + col * len(cols))]
+    return lines + [r.ljust(width) + "".join(_fmt(cell(r, c)).rjust(col) for c in cols) for r in rows]
+
+
+def format_table(
+    metrics: dict[str, Metrics], by_bs: dict[int, dict[str, Metrics]], header: dict[str, Any]
+) -> str:
+    """Metrics down the side, scopes (all, then each category) across; then one column per batch size."""
+    lines = [f"{k}: {v}" for k, v in header.items()] + [TAU_NOTE, SPEED_NOTE, ""]
     scopes = list(metrics)
-    names = list(metrics[scopes[0]])
-    width = max(len(n) for n in names) + 2
-    col = max(12, *(len(s) + 2 for s in scopes))
-    lines = [f"{k}: {v}" for k, v in header.items()]
-    lines += [TAU_NOTE, SPEED_NOTE, ""]
-    lines.append("metric".ljust(width) + "".join(s.rjust(col) for s in scopes))
-    lines.append("-" * (width + col * len(scopes)))
-    for name in names:
-        lines.append(name.ljust(width) + "".join(_fmt(metrics[s].get(name)).rjust(col) for s in scopes))
+    lines += _grid(list(metrics["all"]), scopes, lambda r, c: metrics[c].get(r))
+    if len(by_bs) > 1:
+        lines += ["", "by batch size (all prompts):"]
+        cols = [f"batch={b}" for b in by_bs]
+        lines += _grid(list(SWEEP_KEYS), cols, lambda r, c: by_bs[int(c.split("=")[1])]["all"].get(r))
     return "\n".join(lines)
 
 
-def plot_acceptance(metrics: Metrics, draft_length: int, path: Path) -> Path:
-    """Grouped bars: P(accept position i | reached i) for each scope. Figure + Agg, so no pyplot state."""
-    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+def _figure():
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)  # Figure + Agg: no pyplot global state
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def plot_acceptance(metrics: dict[str, Metrics], positions: int, path: Path) -> Path:
+    fig, ax = _figure()
     scopes = list(metrics)
     bar = 0.8 / len(scopes)
-    positions = list(range(1, draft_length + 1))
+    xs = list(range(1, positions + 1))
     for j, scope in enumerate(scopes):
-        vals = [metrics[scope].get(f"acceptance_at_{i}") or 0.0 for i in positions]
+        vals = [metrics[scope].get(f"acceptance_at_{i}") or 0.0 for i in xs]
         ax.bar(
-            [p - 0.4 + bar * (j + 0.5) for p in positions],
+            [x - 0.4 + bar * (j + 0.5) for x in xs],
             vals,
             width=bar,
             label=f"{scope} (tau {_fmt(metrics[scope]['tau'])})",
         )
-    ax.set_xticks(positions)
-    ax.set_xlabel("draft position i")
-    ax.set_ylabel("P(accept i | reached i)")
+    ax.set_xticks(xs)
+    ax.set_xlabel("draft depth i")
+    ax.set_ylabel("P(accept at i | reached i)")
     ax.set_ylim(0.0, 1.0)
-    ax.set_title("Acceptance by draft position (temperature 0)")
-    ax.legend(fontsize="small")
+    ax.set_title("Acceptance by draft position")
+    ax.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path)
     return path
 
 
-def write_results(out_dir: Path, metrics: Metrics, info: dict[str, Any]) -> tuple[Path, Path]:
+def plot_categories(metrics: dict[str, Metrics], path: Path) -> Path:
+    fig, ax = _figure()
+    scopes = list(metrics)
+    ax.bar(scopes, [metrics[s]["tau"] or 0.0 for s in scopes], color=["gray"] + ["C0"] * (len(scopes) - 1))
+    ax.set_ylabel("tau (tokens per target forward, bonus counted)")
+    ax.set_title("tau by task category")
+    ax.tick_params(axis="x", labelrotation=30, labelsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_batch_sizes(by_bs: dict[int, dict[str, Metrics]], path: Path) -> Path:
+    fig, ax = _figure()
+    sizes = list(by_bs)
+    ax.plot(sizes, [by_bs[b]["all"]["spec_tokens_per_s"] or 0 for b in sizes], "o-", label="speculative")
+    ax.plot(
+        sizes, [by_bs[b]["all"]["baseline_tokens_per_s"] or 0 for b in sizes], "s--", label="target alone"
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("tokens/s")
+    ax2 = ax.twinx()
+    ax2.plot(sizes, [by_bs[b]["all"]["tau"] or 0 for b in sizes], "^:", color="C3", label="tau")
+    ax2.set_ylabel("tau")
+    ax.legend(loc="upper left", fontsize="small")
+    ax2.legend(loc="lower right", fontsize="small")
+    ax.set_title("Throughput and tau vs batch size")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_all(
+    metrics: dict[str, Metrics], by_bs: dict[int, dict[str, Metrics]], positions: int, out: Path
+) -> dict[str, Path]:
+    return {
+        "acceptance_png": plot_acceptance(metrics, positions, out / PLOTS["acceptance_png"]),
+        "category_png": plot_categories(metrics, out / PLOTS["category_png"]),
+        "batch_png": plot_batch_sizes(by_bs, out / PLOTS["batch_png"]),
+    }
+
+
+def write_results(
+    out_dir: Path, metrics: dict[str, Metrics], by_bs: dict[int, dict[str, Metrics]], info: dict[str, Any]
+) -> tuple[Path, Path]:
     json_path = out_dir / RESULTS_JSON
-    payload = {"metrics": metrics, "notes": {"tau": TAU_NOTE, "speed": SPEED_NOTE}, **info}
-    json_path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    payload = {"metrics": metrics, "by_batch_size": {str(b): m for b, m in by_bs.items()},
+               "notes": {"tau": TAU_NOTE, "speed": SPEED_NOTE}, **info}  # fmt: skip
+    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     csv_path = out_dir / RESULTS_CSV
-    names = list(next(iter(metrics.values())))
+    names = list(metrics["all"])
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["scope", *names])
-        for scope, row in metrics.items():
-            writer.writerow([scope, *("" if row.get(n) is None else row.get(n) for n in names)])
+        writer.writerow(["batch_size", "scope", *names])
+        for bs, scopes in by_bs.items():
+            for scope, row in scopes.items():
+                writer.writerow([bs, scope, *("" if row.get(n) is None else row.get(n) for n in names)])
     return json_path, csv_path
 
 
@@ -92,16 +152,40 @@ def write_outputs(out_dir: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def log_results(logger: Any, metrics: Metrics, png: Path, records: list[dict[str, Any]]) -> None:
-    """Summary numbers as eval/<scope>/<metric>, the metric table, a per-prompt table and the plot."""
+def log_results(
+    logger: Any,
+    metrics: dict[str, Metrics],
+    by_bs: dict[int, dict[str, Metrics]],
+    plots: dict[str, Path],
+    records: list[dict],
+) -> None:
+    """Summary numbers as eval/<scope>/<metric> and eval/batch_<b>/<metric>, tables, and the plots."""
     flat = {f"eval/{scope}/{k}": v for scope, row in metrics.items() for k, v in row.items() if v is not None}
+    flat.update(
+        {f"eval/batch_{b}/{k}": v for b, m in by_bs.items() for k, v in m["all"].items() if v is not None}
+    )
     logger.summary(flat)
-    names = list(next(iter(metrics.values())))
+    names = list(metrics["all"])
     logger.log_table(
         "eval/metrics", ["metric", *metrics], [[n, *(metrics[s].get(n) for s in metrics)] for n in names]
     )
-    columns = ["id", "category", "new_tokens", "verify_forwards", "accepted_lengths", "lossless", "text"]
-    rows = [[r["id"], r["category"], len(r["output_token_ids"]), len(r["accepted_lengths"]),
+    logger.log_table(
+        "eval/batch_sizes",
+        ["batch_size", *SWEEP_KEYS],
+        [[b, *(m["all"].get(k) for k in SWEEP_KEYS)] for b, m in by_bs.items()],
+    )
+    columns = [
+        "id",
+        "category",
+        "batch_size",
+        "new_tokens",
+        "verify_forwards",
+        "accepted_lengths",
+        "lossless",
+        "text",
+    ]
+    rows = [[r["id"], r["category"], r["batch_size"], len(r["output_token_ids"]), len(r["accepted_lengths"]),
              json.dumps(r["accepted_lengths"]), r["lossless"], r["text"]] for r in records]  # fmt: skip
     logger.log_table("eval/outputs", columns, rows)
-    logger.log_image("eval/acceptance_by_position", png)
+    for key, path in plots.items():
+        logger.log_image(f"eval/{key.removesuffix('_png')}", path)

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoTokenizer
 
 from data.embedded_paths import TOKENIZER_DIR
-from eval.config import EvalConfig, PromptsConfig, to_eval_config
+from eval.config import TASK_CATEGORIES, EvalConfig, PromptsConfig, to_eval_config
 from eval.prompts import load_prompts
 from train.paths import CONF_DIR, register_resolvers
 
@@ -31,8 +31,8 @@ def compose_eval(overrides: list[str]) -> EvalConfig:
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_composes(target: str) -> None:
     cfg = compose_eval([f"target={target}", "draft_path=/some/export", "logger=none"])
-    assert cfg.target.name_or_path and cfg.draft_length == 4 and cfg.max_new_tokens == 64
-    assert cfg.logger.name == "none" and cfg.prompts.source == "embedded"
+    assert cfg.target.name_or_path and cfg.mode == "tree" and cfg.tree.budget >= cfg.tree.depth
+    assert cfg.logger.name == "none" and cfg.prompts.source == "tasks" and cfg.batch_sizes == [1]
 
 
 def test_unknown_key_is_named() -> None:
@@ -47,14 +47,40 @@ def test_missing_draft_path_is_named() -> None:
         compose_eval(["logger=none"])
 
 
-def test_sampling_is_rejected_clearly() -> None:
-    with pytest.raises(ValueError, match=r"temperature=0.7: only temperature=0.0"):
-        compose_eval(["draft_path=x", "temperature=0.7"])
+def test_bad_decoding_settings_are_named() -> None:
+    cfg = compose_eval(
+        ["draft_path=x", "temperature=0.7", "top_p=0.9", "mode=chain", "batch_sizes=[1,4,16,64]"]
+    )
+    assert (cfg.temperature, cfg.top_p, cfg.mode, cfg.batch_sizes) == (0.7, 0.9, "chain", [1, 4, 16, 64])
+    with pytest.raises(ValueError, match=r"mode='beam'"):
+        compose_eval(["draft_path=x", "mode=beam"])
+    with pytest.raises(ValueError, match=r"top_p=0.0"):
+        compose_eval(["draft_path=x", "top_p=0.0"])
+    with pytest.raises(ValueError, match=r"prompts.categories=\['poetry'\]"):
+        compose_eval(["draft_path=x", "prompts.categories=[poetry]"])
+
+
+def test_task_categories_and_question_files(tmp_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    got = load_prompts(PromptsConfig(num_prompts=12), tok)
+    cats = [p.category for p in got.prompts]
+    assert sorted(set(cats)) == sorted(TASK_CATEGORIES) and all(cats.count(c) == 2 for c in TASK_CATEGORIES)
+    multi = next(p for p in got.prompts if p.category == "multi_turn")
+    assert tok.decode(multi.input_ids).count("<|im_start|>assistant") == 2  # history + the reply to write
+    path = tmp_path / "question.jsonl"
+    rows = [{"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now rhyme it."]},
+            {"question_id": 101, "category": "reasoning", "turns": ["What is 2+2?"]}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    q = load_prompts(PromptsConfig(source="questions", files=[str(path)], num_prompts=4), tok)
+    assert [p.id for p in q.prompts] == ["reasoning/101", "writing/81"]
+    assert "Write a haiku." in tok.decode(q.prompts[1].input_ids) and "rhyme" not in tok.decode(
+        q.prompts[1].input_ids
+    )
 
 
 def test_prompts_are_stable_and_split_by_category() -> None:
     tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    cfg = PromptsConfig(num_prompts=7, docs_prefix_tokens=32)
+    cfg = PromptsConfig(source="embedded", num_prompts=7, docs_prefix_tokens=32)
     first, again = load_prompts(cfg, tok), load_prompts(cfg, tok)
     assert [p.id for p in first.prompts] == [p.id for p in again.prompts]
     assert [p.input_ids for p in first.prompts] == [p.input_ids for p in again.prompts]
@@ -91,7 +117,8 @@ def test_jsonl_prompt_files(tmp_path: Path) -> None:
 def test_python_m_eval_writes_every_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "eval", "draft_path=random", "logger=none", "prompts.num_prompts=2",
-           "max_new_tokens=8", "draft_length=2", "device=cpu", "cpu_threads=1", f"output_dir={out}"]  # fmt: skip
+           "max_new_tokens=8", "mode=chain", "draft_length=2", "device=cpu", "cpu_threads=1", "batch_sizes=[1,2]",
+           "prompts.categories=[qa,code]", "progress=false", f"output_dir={out}"]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=tmp_path, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300
     )
@@ -103,9 +130,13 @@ def test_python_m_eval_writes_every_report(tmp_path: Path) -> None:
     assert results["target"]["target_fingerprint"]
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["scope"] for r in table] == ["all", "chat", "docs"]
+    assert [(r["batch_size"], r["scope"]) for r in table] == [
+        (b, s) for b in "12" for s in ("all", "code", "qa")
+    ]
+    assert "by batch size" in proc.stdout and "speedup_ceiling" in proc.stdout
     lines = [json.loads(x) for x in (out / "outputs.jsonl").read_text().splitlines()]
-    assert len(lines) == 2
-    assert set(lines[0]) >= {"id", "category", "output_token_ids", "text", "accepted_lengths"}
-    assert (out / "acceptance_by_position.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(lines) == 4  # 2 prompts x 2 batch sizes
+    assert set(lines[0]) >= {"id", "category", "batch_size", "output_token_ids", "text", "accepted_lengths"}
+    for png in ("acceptance_by_position.png", "tau_by_category.png", "batch_size.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / ".hydra" / "config.yaml").is_file() and (out / "eval_config.yaml").is_file()

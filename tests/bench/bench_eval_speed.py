@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from data.embedded_paths import CORPUS_DIR, EMBEDDED_DIR
 from eval.config import EvalConfig, PromptsConfig
-from eval.run import evaluate, random_head
+from eval.drafters.eagle import random_eagle_head
+from eval.run import evaluate
 from train.modeling.draft.io import save_draft
 from train.modeling.target import FrozenTarget, TargetConfig
 from train.tracking import LoggerConfig
@@ -40,7 +41,7 @@ def token_stream(target: FrozenTarget, max_tokens: int) -> torch.Tensor:
 
 def train_head(target: FrozenTarget, steps: int, batch: int, seq: int, lr: float) -> torch.nn.Module:
     torch.manual_seed(0)
-    head = random_head(target).train()
+    head = random_eagle_head(target).train()
     stream = token_stream(target, steps * batch * seq // 4 + seq + 1)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
     t0 = time.perf_counter()
@@ -71,10 +72,12 @@ def run_eval(target: FrozenTarget, draft: str, out: Path, args: argparse.Namespa
         logger=LoggerConfig(name="none", mode="disabled"),
         draft_path=draft,
         prompts=PromptsConfig(num_prompts=args.prompts),
+        mode=args.mode,
         draft_length=args.k,
         max_new_tokens=args.max_new_tokens,
         device="cpu",
         cpu_threads=1,
+        progress=False,
         output_dir=str(out),
     )
     return evaluate(cfg, target=target).metrics
@@ -88,6 +91,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--mode", default="chain", choices=["chain", "tree"])
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
@@ -100,8 +104,17 @@ def main() -> None:
         export = save_draft(head.state_dict(), head.config, Path(tmp) / "draft", dict(target.fingerprint()))
         rows = {"random": run_eval(target, "random", Path(tmp) / "random", args)}
         rows[f"trained {args.steps} steps"] = run_eval(target, str(export), Path(tmp) / "trained", args)
-    print(f"\n{args.target}, k={args.k}, {args.prompts} prompts x {args.max_new_tokens} tokens, 1 CPU thread")
-    keys = ["tau", "acceptance_at_1", "spec_tokens_per_s", "baseline_tokens_per_s", "speedup"]
+    print(
+        f"\n{args.target}, {args.mode}, k={args.k}, {args.prompts} prompts x {args.max_new_tokens} tokens, 1 CPU thread"
+    )
+    keys = [
+        "tau",
+        "acceptance_at_1",
+        "spec_tokens_per_s",
+        "baseline_tokens_per_s",
+        "speedup",
+        "speedup_ceiling",
+    ]
     print("draft".ljust(22) + "".join(k.rjust(22) for k in keys))
     for name, m in rows.items():
         print(name.ljust(22) + "".join(f"{m['all'][k] or 0:22.3f}" for k in keys))

@@ -1,0 +1,68 @@
+"""Drafters: one file per draft architecture, all behind the `Drafter` protocol (`eval.drafters.base`).
+
+`load_drafter(path, target)` reads a draftforge export (its `head.architecture` picks the entry in
+`DRAFTERS`), a plain Hugging Face causal-LM directory (a stand-alone dense draft), or "random".
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from eval.drafters.base import CHAIN, TREE, Drafter, DraftSettings, DraftTree, NoDrafter
+from eval.drafters.dense import DenseDrafter, load_dense
+from eval.drafters.eagle import EagleDrafter, random_eagle_head
+from eval.drafters.eagle3 import Eagle3Drafter
+from eval.drafters.medusa import MedusaDrafter
+from train.modeling.draft.io import load_draft
+from train.modeling.target import FrozenTarget
+
+__all__ = ["CHAIN", "TREE", "DRAFTERS", "DraftSettings", "DraftTree", "Drafter", "NoDrafter", "load_drafter"]
+
+RANDOM_DRAFT = "random"
+
+# export architecture name -> drafter around the loaded head.
+DRAFTERS: dict[str, Callable[[nn.Module, FrozenTarget], Drafter]] = {
+    "eagle": EagleDrafter,
+    "eagle3": Eagle3Drafter,
+    "scylla": Eagle3Drafter,
+    "medusa": MedusaDrafter,
+    "dense": lambda head, target: DenseDrafter(head.model),  # our export wraps the HF model
+}
+
+
+def _check_export(path: str, head: nn.Module, meta: dict[str, Any], target: FrozenTarget) -> None:
+    hidden = getattr(head.config, "hidden_size", target.hidden_size)
+    if hidden != target.hidden_size:
+        raise ValueError(f"{path}: draft hidden size {hidden} != target hidden size {target.hidden_size}")
+    trained_on = meta.get("target_fingerprint")
+    if trained_on and trained_on != target.fingerprint()["target_fingerprint"]:
+        warnings.warn(
+            f"{path} was trained against target {meta.get('target')} ({trained_on}), not this one "
+            f"({target.name_or_path}): acceptance measures transfer, not the draft as trained",
+            stacklevel=3,
+        )
+
+
+def load_drafter(draft_path: str, target: FrozenTarget) -> tuple[Drafter, dict[str, Any]]:
+    """(drafter, metadata for the report)."""
+    if draft_path == RANDOM_DRAFT:
+        head = random_eagle_head(target).to(device=target.device, dtype=target.dtype).eval()
+        return EagleDrafter(head, target), {"draft": RANDOM_DRAFT, "architecture": "eagle"}
+    cfg = Path(draft_path) / "config.json"
+    if cfg.is_file() and '"format"' not in cfg.read_text():  # a plain HF model directory, not an export
+        model = load_dense(draft_path, target)
+        return DenseDrafter(model), {"draft": draft_path, "architecture": "dense"}
+    head, meta = load_draft(draft_path, target_fingerprint=target.fingerprint(), vocab_size=target.vocab_size)
+    _check_export(draft_path, head, meta, target)
+    arch = head.config.architecture
+    if arch not in DRAFTERS:
+        raise ValueError(
+            f"{draft_path}: no eval drafter for architecture {arch!r}; known: {sorted(DRAFTERS)}"
+        )
+    head = head.to(device=target.device, dtype=target.dtype).eval()
+    return DRAFTERS[arch](head, target), {**meta, "architecture": arch}

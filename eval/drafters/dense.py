@@ -1,0 +1,91 @@
+"""A stand-alone dense draft: any Hugging Face causal LM that shares the target's tokenizer.
+
+It reads token ids only (no target features) and keeps its own transformers KV cache, with the same
+slot bookkeeping and 4D masks as the target, so it drafts chains and EAGLE-2 dynamic trees alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from eval.drafters.base import CHAIN, DraftSettings, DraftTree
+from eval.drafters.trees import draft_chain, dynamic_tree
+from eval.kv import Slots, additive, block_positions, causal_block, select_rows, truncate
+from train.modeling.target import FrozenTarget
+
+
+def load_dense(path: str, target: FrozenTarget) -> nn.Module:
+    # sdpa (or eager) because drafting a tree needs a custom 4D mask, which flash-attention cannot take.
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=target.dtype, attn_implementation="sdpa")
+    rows = model.get_output_embeddings().weight.shape[0]
+    if rows != target.vocab_size:
+        raise ValueError(f"{path}: dense draft vocabulary {rows} != target vocabulary {target.vocab_size}")
+    return model.to(target.device).eval().requires_grad_(False)
+
+
+class DenseDrafter:
+    feature_layers: tuple[int, ...] = ()
+    can_tree = True
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.device = model.get_input_embeddings().weight.device
+        self.start(1)
+
+    def start(self, batch: int) -> None:
+        self.cache = None
+        self.slots = Slots.empty(batch, self.device)
+        self.pend = torch.zeros(batch, 0, dtype=torch.long, device=self.device)
+        self.pend_valid = torch.zeros(batch, 0, dtype=torch.bool, device=self.device)
+        self.root_in_cache = False
+
+    def observe(self, tokens: torch.Tensor, features: torch.Tensor, valid: torch.Tensor) -> None:
+        if self.root_in_cache:  # tokens[:, 0] is the root that propose() already ran through the draft
+            tokens, valid = tokens[:, 1:], valid[:, 1:]
+            self.root_in_cache = False
+        self.pend = torch.cat([self.pend, tokens], 1)
+        self.pend_valid = torch.cat([self.pend_valid, valid], 1)
+
+    def _run(self, tokens: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        dtype = self.model.get_input_embeddings().weight.dtype
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=additive(mask, dtype),
+            position_ids=pos,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        return out.logits
+
+    def propose(self, root: torch.Tensor, settings: DraftSettings, gen: torch.Generator | None) -> DraftTree:
+        toks = torch.cat([self.pend, root[:, None]], 1)
+        valid = torch.cat([self.pend_valid, torch.ones_like(root, dtype=torch.bool)[:, None]], 1)
+        logits = self._run(toks, self.slots.mask(causal_block(valid)), block_positions(self.slots, valid))
+        self.slots.append(valid)
+        self.pend, self.pend_valid, self.root_in_cache = toks[:, :0], valid[:, :0], True
+        committed, expanded = self.slots.size, [0]
+
+        def step(
+            tokens: torch.Tensor, parent: torch.Tensor, visible: torch.Tensor, depth: int
+        ) -> torch.Tensor:
+            b, k = tokens.shape
+            e = expanded[0]
+            mask = self.slots.mask(visible[:, :, e:], pending=visible[:, :, :e])
+            expanded[0] += k
+            return self._run(tokens, mask, (self.slots.lengths[:, None] + depth - 1).expand(b, k))
+
+        if settings.mode == CHAIN:
+            tree = draft_chain(logits[:, -1], step, settings.draft_length, settings.sampling, gen)
+        else:
+            tree = dynamic_tree(logits[:, -1], step, settings.depth, settings.topk, settings.budget)
+        truncate(self.cache, committed)
+        return tree
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        if self.cache is not None:
+            select_rows(self.cache, rows)
+        self.slots.select_rows(rows)
+        self.pend, self.pend_valid = self.pend.index_select(0, rows), self.pend_valid.index_select(0, rows)

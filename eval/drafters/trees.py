@@ -1,0 +1,150 @@
+"""Building draft trees: chains, EAGLE-2 dynamic trees, static (Medusa-style) trees, and tree attention.
+
+`draft_chain` and `dynamic_tree` are generic over the drafter: they call `step(tokens, parent, visible,
+depth) -> logits` to run the draft on new nodes, so any drafter that can attend over a tree (EAGLE-1/2/3, a
+dense LM with a 4D mask) gets both shapes from the same search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from eval.drafters.base import DraftTree
+from eval.sampling import Sampling, sample
+
+# step(tokens (B, K), parent (B, K), visible (B, K, E + K), depth) -> logits (B, K, V)
+#   tokens: nodes to run the draft on, all at `depth` (1 = child of the root);
+#   parent: index of each node's parent among the nodes expanded before (-1 = the root);
+#   visible: which expanded nodes (the E earlier ones, then these K) each node may attend to: its
+#   ancestors and itself. The drafter appends the K nodes to its scratch cache in this order.
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+# Path scores are log-probabilities; capping each step below 0 keeps a child strictly below its parent, so
+# reranking by score can never keep a node without its parent (a prob-1 step in float32 would tie).
+MAX_LOGP = -1e-6
+
+
+def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Sampling, gen) -> DraftTree:
+    """k tokens in a line: argmax when greedy, else drawn from the draft's own (temperature, top-p)
+    distribution, which is recorded as q for the acceptance test."""
+    b, dev = root_logits.shape[0], root_logits.device
+    logits, toks, qs = root_logits, [], []
+    for d in range(1, k + 1):
+        if sampling.greedy:
+            tok = logits.argmax(-1)
+        else:
+            q = sampling.probs(logits)
+            tok = sample(q, gen)
+            qs.append(q)
+        toks.append(tok)
+        if d < k:
+            parent = torch.full((b, 1), d - 2, dtype=torch.long, device=dev)
+            visible = torch.ones(b, 1, d, dtype=torch.bool, device=dev)  # every earlier node is an ancestor
+            logits = step(tok[:, None], parent, visible, d)[:, 0]
+    ar = torch.arange(k, device=dev)
+    return DraftTree(
+        tokens=torch.stack(toks, 1),
+        parents=(ar - 1).expand(b, k).clone(),
+        depths=(ar + 1).expand(b, k).clone(),
+        q=torch.stack(qs, 1) if qs else None,
+    )
+
+
+def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, budget: int) -> DraftTree:
+    """EAGLE-2: at each level expand the `topk` nodes with the highest path probability (product of the
+    draft's probabilities from the root), give each its `topk` most likely children, and finally keep the
+    `budget` nodes of highest path probability over all levels. One draft forward per level."""
+    b, dev = root_logits.shape[0], root_logits.device
+    logp = torch.log_softmax(root_logits.float(), -1).clamp(max=MAX_LOGP)
+    score, tok = logp.topk(topk, dim=-1)
+    toks, scores = [tok], [score]
+    parents = [torch.full_like(tok, -1)]
+    depths = [torch.ones_like(tok)]
+    n_all = topk
+    front, front_score = torch.arange(topk, device=dev).expand(b, topk), score
+    expanded = torch.zeros(b, 0, dtype=torch.long, device=dev)  # all-node id of each expanded node
+    anc = torch.zeros(b, 0, 0, dtype=torch.bool, device=dev)  # among expanded nodes: ancestor-or-self
+    for d in range(2, depth + 1):
+        k = min(topk, front.shape[1])
+        s, j = front_score.topk(k, dim=-1)
+        node = front.gather(1, j)  # (B, k) all-node ids to expand now
+        all_tok, all_par = torch.cat(toks, 1), torch.cat(parents, 1)
+        par_all = all_par.gather(1, node)
+        e = expanded.shape[1]
+        par_e = torch.full_like(node, -1)
+        vis_prev = torch.zeros(b, k, e, dtype=torch.bool, device=dev)
+        if e:
+            lookup = torch.full((b, n_all), -1, dtype=torch.long, device=dev)
+            lookup.scatter_(1, expanded, torch.arange(e, device=dev).expand(b, e))
+            par_e = torch.where(par_all >= 0, lookup.gather(1, par_all.clamp(min=0)), par_e)
+            rows = anc.gather(1, par_e.clamp(min=0)[..., None].expand(b, k, e))
+            vis_prev = rows & (par_e >= 0)[..., None]
+        eye = torch.eye(k, dtype=torch.bool, device=dev).expand(b, k, k)
+        visible = torch.cat([vis_prev, eye], 2)
+        anc = torch.cat([torch.cat([anc, anc.new_zeros(b, e, k)], 2), visible], 1)
+        expanded = torch.cat([expanded, node], 1)
+        logits = step(all_tok.gather(1, node), par_e, visible, d - 1)
+        child_logp = torch.log_softmax(logits.float(), -1).clamp(max=MAX_LOGP)
+        c_score, c_tok = child_logp.topk(topk, dim=-1)  # (B, k, topk)
+        c_score = (c_score + s[..., None]).flatten(1)
+        toks.append(c_tok.flatten(1))
+        scores.append(c_score)
+        parents.append(node.repeat_interleave(topk, dim=1))
+        depths.append(torch.full_like(c_score, d, dtype=torch.long))
+        front = torch.arange(n_all, n_all + k * topk, device=dev).expand(b, k * topk)
+        front_score, n_all = c_score, n_all + k * topk
+    all_score = torch.cat(scores, 1)
+    keep = all_score.topk(min(budget, n_all), dim=-1).indices.sort(-1).values  # ids ascend: parents first
+    return _subtree(keep, torch.cat(toks, 1), torch.cat(parents, 1), torch.cat(depths, 1))
+
+
+def _subtree(
+    keep: torch.Tensor, toks: torch.Tensor, parents: torch.Tensor, depths: torch.Tensor
+) -> DraftTree:
+    """Nodes `keep` (ascending ids, closed under parent) of a larger tree, with parents renumbered."""
+    b, n = keep.shape
+    where = torch.full_like(toks, -1)
+    where.scatter_(1, keep, torch.arange(n, device=keep.device).expand(b, n))
+    par = parents.gather(1, keep)
+    new_par = torch.where(par >= 0, where.gather(1, par.clamp(min=0)), par)
+    if bool(((par >= 0) & (new_par < 0)).any()):
+        raise AssertionError("reranked tree kept a node without its parent")
+    return DraftTree(toks.gather(1, keep), new_par, depths.gather(1, keep))
+
+
+def static_tree(candidates: torch.Tensor, paths: Sequence[Sequence[int]]) -> DraftTree:
+    """A fixed tree shape filled from per-depth top-k lists (Medusa: head d's top-k tokens).
+
+    candidates (B, D, K): token ids ranked by head d. A path (i0, i1, ...) is the node whose tokens are
+    head 0's i0-th, head 1's i1-th, ...; every prefix of a path must itself be a path.
+    """
+    order = sorted((tuple(p) for p in paths), key=lambda p: (len(p), p))
+    index = {p: i for i, p in enumerate(order)}
+    if len(index) != len(order) or any(len(p) == 0 for p in order):
+        raise ValueError("static tree paths must be distinct and non-empty")
+    missing = [p for p in order if len(p) > 1 and p[:-1] not in index]
+    if missing:
+        raise ValueError(f"static tree paths {missing[:3]} lack their parent paths")
+    b, dev = candidates.shape[0], candidates.device
+    d_idx = torch.tensor([len(p) - 1 for p in order], device=dev)
+    k_idx = torch.tensor([p[-1] for p in order], device=dev)
+    par = torch.tensor([index[p[:-1]] if len(p) > 1 else -1 for p in order], device=dev)
+    return DraftTree(
+        candidates[:, d_idx, k_idx], par.expand(b, -1).clone(), (d_idx + 1).expand(b, -1).clone()
+    )
+
+
+def tree_visibility(parents: torch.Tensor, max_depth: int | None = None) -> torch.Tensor:
+    """(B, N) parents -> (B, 1+N, 1+N) bool over [root, nodes]: entry (i, j) is True exactly when j is i
+    itself or one of its ancestors (the root is everyone's ancestor)."""
+    b, n = parents.shape
+    dev = parents.device
+    up = torch.cat([torch.zeros(b, 1, dtype=torch.long, device=dev), parents + 1], 1)  # root's parent: root
+    vis = torch.eye(n + 1, dtype=torch.bool, device=dev).repeat(b, 1, 1)
+    cur = torch.arange(n + 1, device=dev).expand(b, n + 1)
+    for _ in range(n if max_depth is None else max_depth):
+        cur = up.gather(1, cur)
+        vis.scatter_(2, cur[..., None], True)
+    return vis

@@ -1,0 +1,117 @@
+"""Per-row KV-cache bookkeeping for batched, ragged speculative decoding.
+
+Every row of a batch accepts a different number of tokens per step, but a KV cache tensor has one length for
+all rows. Instead of re-padding the cache every step, a cache *slot* is decoupled from a *position*: `Slots`
+records, per row, which slots hold a real (verified) position, and every forward gets an explicit 4D mask
+(keys = valid slots + the new block's own structure) and explicit position ids (the row's count of valid
+slots + depth). A slot a row rejected, or the padding of a shorter row, simply stays masked out forever.
+
+The same bookkeeping serves the target's transformers `DynamicCache` and the draft heads' own `KVCache`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+KVFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _map_kv(cache, fn: KVFn) -> None:
+    """Apply fn to every key and value tensor, shape (B, heads, S, head_dim), of either cache type."""
+    if hasattr(cache, "layers"):  # transformers >= 4.56 Cache: one object per layer
+        for layer in cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys, layer.values = fn(layer.keys), fn(layer.values)
+        return
+    for i, (k, v) in enumerate(zip(cache.keys, cache.values, strict=True)):  # train.modeling KVCache
+        if k is not None and v is not None:
+            cache.keys[i], cache.values[i] = fn(k), fn(v)
+
+
+def cache_length(cache) -> int:
+    if hasattr(cache, "get_seq_length"):
+        return cache.get_seq_length()
+    return cache.length
+
+
+def truncate(cache, length: int) -> None:
+    """Keep the first `length` slots. (transformers 5's DynamicCache.crop(n) takes MINUS the number of
+    slots to drop and rejects a positive n, so slicing here avoids depending on either convention.)"""
+    if cache_length(cache) < length:
+        raise ValueError(f"cannot truncate a cache of {cache_length(cache)} slots to {length}")
+    _map_kv(cache, lambda t: t[:, :, :length])
+
+
+def gather_tail(cache, start: int, index: torch.Tensor) -> None:
+    """Replace slots start.. by the per-row selection `index` (B, M) of offsets into them."""
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], index.shape[1], t.shape[3])
+        return torch.cat([t[:, :, :start], t[:, :, start:].gather(2, idx)], dim=2)
+
+    _map_kv(cache, fn)
+
+
+def select_rows(cache, rows: torch.Tensor) -> None:
+    _map_kv(cache, lambda t: t.index_select(0, rows))
+
+
+class Slots:
+    """Which cache slots of each row hold a verified position; the row's next position is `lengths`."""
+
+    def __init__(self, valid: torch.Tensor) -> None:
+        self.valid = valid  # (B, S) bool
+        self.lengths = valid.sum(1)  # (B,) positions committed so far
+
+    @classmethod
+    def empty(cls, batch: int, device: torch.device) -> Slots:
+        return cls(torch.zeros(batch, 0, dtype=torch.bool, device=device))
+
+    @property
+    def size(self) -> int:
+        return self.valid.shape[1]
+
+    def mask(self, block: torch.Tensor, pending: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool mask (B, 1, T, S [+ P] + T): each new query sees the row's valid slots, then optionally
+        `pending` (B, T, P) slots appended since the last commit (e.g. expanded tree nodes), then the new
+        block through `block` (B, T, T). The diagonal is forced on so a padding query never attends to
+        nothing (a fully masked row would make NaNs that leak through 0 * NaN in later layers)."""
+        b, t, _ = block.shape
+        past = self.valid[:, None, :].expand(b, t, self.size)
+        eye = torch.eye(t, dtype=torch.bool, device=block.device)
+        parts = [past] + ([pending] if pending is not None else []) + [block | eye]
+        return torch.cat(parts, dim=2)[:, None]
+
+    def append(self, valid: torch.Tensor) -> None:
+        """Commit (B, M) new slots (in the cache already), `valid` marking the real ones."""
+        self.valid = torch.cat([self.valid, valid], dim=1)
+        self.lengths = self.lengths + valid.sum(1)
+
+    def truncate(self, size: int) -> None:
+        self.valid = self.valid[:, :size]
+        self.lengths = self.valid.sum(1)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        self.valid, self.lengths = self.valid.index_select(0, rows), self.lengths.index_select(0, rows)
+
+
+def causal_block(valid: torch.Tensor) -> torch.Tensor:
+    """(B, T) validity -> (B, T, T): query j sees earlier valid keys of its own block (and itself)."""
+    t = valid.shape[1]
+    tril = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
+    return tril[None] & valid[:, None, :]
+
+
+def block_positions(slots: Slots, valid: torch.Tensor) -> torch.Tensor:
+    """Positions of a causal block whose valid entries continue each row's sequence (padding repeats)."""
+    v = valid.long()
+    return slots.lengths[:, None] + v.cumsum(1) - v
+
+
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool -> additive float mask. transformers' eager attention *adds* the mask to the scores, so a bool
+    mask would be read as +0/+1; sdpa accepts either. finfo.min instead of -inf keeps padding rows finite."""
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill_(~mask, torch.finfo(dtype).min)
