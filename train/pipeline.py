@@ -42,6 +42,13 @@ def stage_command(cfg: DictConfig, stage: dict[str, Any], out: Path, init_from: 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     root = Path(cfg.output_root)
     root.mkdir(parents=True, exist_ok=True)
+    for step in OmegaConf.to_container(cfg.get("prepare", []), resolve=True):
+        # e.g. regenerating the target's answers for a distill stage; skipped once its output exists.
+        if Path(step["creates"]).exists():
+            print(f"[pipeline] prepare: {step['creates']} exists, skipping", flush=True)
+            continue
+        print(f"[pipeline] prepare: {' '.join(step['command'])}", flush=True)
+        subprocess.run([sys.executable, *step["command"]], check=True)
     previous: Path | None = None
     summary: dict[str, Any] = {"experiment": cfg.name, "stages": []}
     for stage in OmegaConf.to_container(cfg.stages, resolve=True):

@@ -133,4 +133,6 @@ class PretrainStage:
         return self.objective(draft, self.target, ids, self.features(ids, batch), mask, training)
 
 
-STAGES: dict[str, type] = {"pretrain": PretrainStage}
+# The three stages share one implementation: what differs is their data (packed text, chats with assistant
+# masks, the target's regenerated answers) and their loss settings, which come from the stage config.
+STAGES: dict[str, type] = {"pretrain": PretrainStage, "sft": PretrainStage, "distill": PretrainStage}
