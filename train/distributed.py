@@ -1,4 +1,5 @@
-"""The only place that reads RANK / WORLD_SIZE / LOCAL_RANK. Everything else asks these getters."""
+"""The only place that reads RANK / WORLD_SIZE / LOCAL_RANK (and SLURM's job variables). Everything else asks
+these getters."""
 
 from __future__ import annotations
 
@@ -38,8 +39,30 @@ def device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def slurm_job_id() -> str | None:
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def slurm_restart_count() -> int:
+    """How many times SLURM has requeued this job (0 on the first run, or outside SLURM)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def _export_submitit_env() -> None:
+    """Under Hydra's submitit launcher every SLURM task is one rank, but nobody sets RANK and friends:
+    submitit derives them (and a job-specific MASTER_PORT) from the SLURM variables."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export()
+
+
 def init(requested_device: str = "auto", timeout_s: int = 600) -> torch.device:
-    """Join the process group: nccl on CUDA, gloo on CPU. A plain `python -m train` runs as a world of one."""
+    """Join the process group: nccl on CUDA, gloo on CPU. A plain `python -m train` runs as a world of one.
+
+    `timeout_s` bounds every collective: a rank whose peer died or hangs fails after it instead of waiting
+    forever (gloo raises; NCCL's watchdog aborts the process)."""
+    if "RANK" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
+        _export_submitit_env()
     if "RANK" not in os.environ:
         # DeepSpeed needs a process group even for one process; give it a private rendezvous.
         os.environ.update(
@@ -73,6 +96,22 @@ def all_reduce_sum(values: list[float], dev: torch.device) -> list[float]:
     if dist.is_initialized() and world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def any_rank(flags: list[bool], dev: torch.device) -> list[bool]:
+    """For each flag: is it set on any rank? One small all_reduce, so every rank takes the same branch."""
+    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=dev)
+    if dist.is_initialized() and world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def all_gather_object(obj: object) -> list[object]:
+    if dist.is_initialized() and world_size() > 1:
+        out: list[object] = [None] * world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def broadcast_object(obj: object) -> object:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import clip_grad_norm_
 
 from train.config import TrainConfig
 
@@ -68,6 +69,7 @@ class Engine:
             self.module, self.optimizer, self.scheduler = draft.to(device), opt, sched
             self._micro = 0
             self._grad_norm = 0.0
+            self._applied = True
 
     @property
     def zero_stage(self) -> int:
@@ -88,21 +90,68 @@ class Engine:
         else:
             (loss / self.cfg.train.grad_accum).backward()
 
-    def step(self) -> bool:
-        """Called after every micro-batch; returns True when an optimizer step happened."""
+    def at_boundary(self) -> bool:
+        """Does this micro-batch end an accumulation (the next step() call is an optimizer step)?"""
+        if self.use_deepspeed:
+            return self.engine.is_gradient_accumulation_boundary()
+        return (self._micro + 1) % self.cfg.train.grad_accum == 0
+
+    def step(self, skip: bool = False) -> bool:
+        """Called after every micro-batch; returns True at an accumulation boundary. With `skip` (every rank
+        agreed the step's loss was non-finite) the boundary leaves weights, optimizer state and LR schedule
+        exactly as they were and only drops the gradients."""
         if self.use_deepspeed:
             boundary = self.engine.is_gradient_accumulation_boundary()
-            self.engine.step()
+            if boundary and skip:
+                self._skip_deepspeed_step()
+            else:
+                self.engine.step()
             return boundary
         self._micro += 1
         if self._micro % self.cfg.train.grad_accum:
             return False
         clip = self.cfg.optim.grad_clip or float("inf")
-        self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip))
+        self._grad_norm = float("nan") if skip else float(clip_grad_norm_(self.module.parameters(), clip))
+        self._applied = math.isfinite(self._grad_norm)  # a non-finite gradient is skipped like a loss
+        if not self._applied:
+            self.optimizer.zero_grad(set_to_none=True)
+            return True
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True
+
+    def step_applied(self) -> bool:
+        """Did the last boundary change the weights? False after a skip, including one DeepSpeed's ZeRO 1-3
+        made by itself for a non-finite gradient norm (the same on every rank: their check is all-reduced)."""
+        return self.engine.was_step_applied() if self.use_deepspeed else self._applied
+
+    def _skip_deepspeed_step(self) -> None:
+        """engine.step() still runs, so DeepSpeed's own counters and gradient buffers stay consistent."""
+        opt = self.engine.optimizer
+        if self.zero_stage == 0:
+            # Stage 0 applies the client optimizer unconditionally. A no-op step flagged as an overflow makes
+            # DeepSpeed take its fp16-overflow path: gradients zeroed, LR scheduler not stepped.
+            had, before = hasattr(opt, "overflow"), getattr(opt, "overflow", None)
+            opt.step = lambda *args, **kwargs: None
+            opt.overflow = True
+            try:
+                self.engine.step()
+            finally:
+                del opt.step  # the instance attribute shadowed the class method
+                if had:
+                    opt.overflow = before
+                else:
+                    del opt.overflow
+        else:
+            # ZeRO 1-3 check the reduced gradient norm themselves: a non-finite loss on any rank made it
+            # non-finite on every rank, so they discard the step and its gradient partitions.
+            self.engine.step()
+        if self.engine.was_step_applied():
+            raise RuntimeError(
+                "a step agreed to be skipped (non-finite loss) was applied by DeepSpeed; "
+                "its overflow check is off for this configuration (optim.grad_clip=0?)"
+            )
 
     def grad_norm(self) -> float:
         if self.use_deepspeed:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from train import distributed as dist
 from train.checkpoint import TrainState, export_draft, save_checkpoint
 from train.config import TrainConfig
-from train.draft_factory import build_draft
+from train.draft_factory import build_draft, frozen_shared_params
 from train.engine import Engine
 from train.guards import Faults, SkipCounter, Watchdog, resume_identity
 from train.preemption import (
@@ -28,6 +29,7 @@ from train.preemption import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
     EXIT_RESUME_REFUSED,
+    STOP_SIGNALS,
     StopRun,
     StopSignals,
     request_requeue,
@@ -78,7 +80,11 @@ class Trainer:
         self.fingerprint = {**self.target.fingerprint(), "config_fingerprint": config_fingerprint(cfg)}
         loop = cfg.train
         self.identity = resume_identity(
-            self.fingerprint, draft_vocab(self.head_config), self.world, loop.micro_batch_size, loop.grad_accum
+            self.fingerprint,
+            draft_vocab(self.head_config),
+            self.world,
+            loop.micro_batch_size,
+            loop.grad_accum,
         )
         loaded, resumed_from = resume(cfg, self.engine, self.run_dir, self.identity, self.fingerprint)
         self.state = loaded or TrainState()
@@ -101,7 +107,9 @@ class Trainer:
             f"{self.world} rank(s), ZeRO-{self.engine.zero_stage}, {tokens_per_step} tokens/step, "
             f"{cfg.train.max_steps} steps" + (f"; resumed from {resumed_from}" if resumed_from else "")
         )
-        self.logger.summary({"draft/trainable_params": n_params})
+        shared = frozen_shared_params(cfg.draft.name, self.target)
+        dist.print0(f"[train] draft uses {shared / 1e6:.2f}M frozen target parameters (embedding / LM head)")
+        self.logger.summary({"draft/trainable_params": n_params, "draft/frozen_shared_params": shared})
 
     # --- helpers ------------------------------------------------------------------------------------
     def _reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -168,6 +176,7 @@ class Trainer:
             # One tiny all_reduce per step: every rank skips, and stops, after the same step.
             skip, stop = dist.any_rank([bool(bad), self.stop.requested], self.device)
             self.engine.step(skip=skip)
+            skip = not self.engine.step_applied()  # also a non-finite gradient that DeepSpeed refused
             bad.zero_()
             if not skip:
                 for k, v in pending.items():
@@ -177,7 +186,9 @@ class Trainer:
             st.step += 1
             bar.update(1)
             self._count_skip(skip)
+            self.faults.step_delay()
             final = st.step == cfg.train.max_steps
+            stop = stop and not final  # a signal at the last step: finish, export and exit 0 instead
             if st.step % cfg.train.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
                 metrics = {
@@ -222,7 +233,7 @@ class Trainer:
             self.fingerprint,
             self.cfg.train.keep_checkpoints,
             self.identity,
-            during_save=lambda: self.faults.maybe_fail_save(self.rank, st.step),
+            during_save=lambda: self.faults.during_save(self.rank, st.step),
         )
 
     def _count_skip(self, skipped: bool) -> None:
@@ -232,7 +243,7 @@ class Trainer:
             return
         # Every rank prints: the line shows that the ranks skipped the same step together.
         print(
-            f"[guard] rank {self.rank}: step {self.state.step} skipped, non-finite loss on some rank "
+            f"[guard] rank {self.rank}: step {self.state.step} skipped, non-finite loss or gradient "
             f"({self.skips.in_a_row} in a row, {self.skips.total} in total)",
             file=sys.stderr,
             flush=True,
@@ -250,11 +261,13 @@ class Trainer:
         """All ranks agreed to stop and have saved; requeue once under SLURM, then exit EXIT_PREEMPTED."""
         self.watchdog.disarm()
         self.logger.finish()  # the W&B run is closed cleanly, so the resumed job continues it
-        dist.barrier()
         why = self.stop.received or "a stop signal on another rank"
         if dist.is_main():
             requeue = request_requeue(self.cfg.train.requeue, self.cfg.train.max_requeues)
             print(f"[preempt] {requeue}", file=sys.stderr, flush=True)
+        # Nobody exits before the requeue is in: under `srun --kill-on-bad-exit` the first rank to exit
+        # takes the others down with it.
+        dist.barrier()
         raise StopRun(EXIT_PREEMPTED, f"{why}: checkpoint saved at step {self.state.step}")
 
     def export(self) -> Path:
@@ -276,7 +289,16 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     try:
         return Trainer(cfg).fit()
     except StopRun as stop:
+        # Python restores default handlers at shutdown, and a late second signal would then kill the process
+        # with -SIG instead of the documented code; ignored signals stay ignored.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         print(f"[train] rank {dist.rank()}: {stop}; exit {stop.code}", file=sys.stderr, flush=True)
+        if dist.world_size() > 1:
+            # Everything is saved and closed. Interpreter shutdown with a live process group can spin until
+            # SLURM's KillWait SIGKILLs it (seen under srun), turning the documented code into a kill.
+            sys.stdout.flush()
+            os._exit(stop.code)
         raise SystemExit(stop.code) from None
     except ResumeRefused as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

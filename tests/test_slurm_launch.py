@@ -1,0 +1,109 @@
+"""On a real SLURM cluster (CI starts a single-node one with /work/shared/tools/local-slurm/setup.sh, see
+.ci/run): a 2-task job submitted through `hydra/launcher=slurm` is signalled, saves, requeues itself once,
+resumes and ends with the uninterrupted run's weights; a 2-job Hydra sweep runs through the same launcher.
+Skipped, saying why, where there is no SLURM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, short_run_overrides
+from tests.test_resilience_resume import logged_since, metrics, overrides, reference_run
+
+
+def _no_slurm_reason() -> str | None:
+    if not shutil.which("sbatch"):
+        return "no sbatch on PATH: SLURM is not installed here (CI starts one: local-slurm/setup.sh)"
+    if not os.environ.get("SLURM_CONF"):
+        return "SLURM_CONF is not set: no SLURM cluster configured for this session"
+    try:
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+    except ImportError:
+        return "hydra-submitit-launcher is not installed (pip install -e '.[slurm]')"
+    try:
+        alive = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        alive = False
+    return None if alive else "sinfo failed: the SLURM daemons are not running"
+
+
+REASON = _no_slurm_reason()
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+
+
+def _submit(args: list[str], sweep: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m train -m hydra/launcher=slurm ...`: Hydra submits and then waits for the job(s)."""
+    cmd = [
+        sys.executable, "-m", "train", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}",
+        "hydra.launcher.timeout_min=30", *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _job_logs(sweep: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(sweep.rglob("*_log.*")))
+
+
+def test_signalled_job_requeues_once_resumes_and_matches_uninterrupted(
+    small_corpus: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    ref = reference_run(tmp_path_factory, small_corpus)
+    out, sweep = tmp_path / "run", tmp_path / "sweep"
+    slow = {"DRAFTFORGE_TEST_FAULTS": json.dumps({"step_sleep": 0.3})}  # time to signal mid-run
+    proc = _submit(["hydra.launcher.tasks_per_node=2", *overrides(small_corpus, out)], sweep, slow)
+    try:
+        deadline = time.time() + 300
+        while logged_since(out, 0) < 3:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.time() < deadline, "the job did not reach step 3"
+            time.sleep(0.2)
+        job = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        assert len(job) == 1, job
+        subprocess.run(["scancel", "--signal=USR1", job[0]], check=True)
+        stdout, _ = proc.communicate(timeout=420)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["scancel", *job], check=False)
+    logs = _job_logs(sweep)
+    assert proc.returncode == 0, stdout[-3000:] + logs[-3000:]
+    assert logs.count("got SIGUSR1: saving at the next step boundary") == 2, logs[-3000:]  # both tasks
+    assert logs.count("[preempt] requeued SLURM job") == 1, logs[-3000:]
+    assert "SLURM_RESTART_COUNT=1: resuming" in logs, logs[-3000:]
+    assert "resumed from" in logs
+    a, b = metrics(ref), metrics(out)
+    for step in a:
+        assert a[step]["train/loss"] == b[step]["train/loss"], step
+    wa = load_file(str(ref / "export" / "model.safetensors"))
+    wb = load_file(str(out / "export" / "model.safetensors"))
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+
+
+def test_two_job_sweep_runs_through_the_slurm_launcher(small_corpus: Path, tmp_path: Path) -> None:
+    base = [
+        o for o in short_run_overrides(small_corpus, tmp_path, steps=2) if not o.startswith("output_dir=")
+    ]
+    args = [*base, "deepspeed=none", "run_name=sweep-a,sweep-b", f"output_dir={tmp_path}/runs/${{run_name}}"]
+    proc = _submit(args, tmp_path / "sweep")
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout[-3000:] + _job_logs(tmp_path / "sweep")[-3000:]
+    for name in ("sweep-a", "sweep-b"):
+        assert (tmp_path / "runs" / name / "export" / "model.safetensors").is_file(), name

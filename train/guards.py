@@ -1,0 +1,119 @@
+"""Guards that keep a run from training on from a broken state.
+
+- Non-finite steps: the trainer ORs "this rank saw a non-finite loss" across ranks before the optimizer step
+  and every rank skips that step (`Engine.step(skip=True)`); a non-finite gradient norm is skipped too (plain
+  torch, and ZeRO 1-3 whose own check is all-reduced; ZeRO-0 with a finite loss is not covered).
+  `SkipCounter` stops the run after `train.max_consecutive_skips` in a row.
+- Drift on resume: `resume_problems` compares what a checkpoint was made with (tokenizer, target, draft
+  vocabulary, world size, batch size) with the current run and names every difference.
+- Hangs: `Watchdog` (faulthandler, a C-level timer thread, so it fires even when the main thread is stuck
+  inside a collective) dumps every thread's stack and exits 1 when a rank finishes no step or save in time.
+- Test-only fault injection: `Faults` reads DRAFTFORGE_TEST_FAULTS (JSON), e.g.
+  `{"nan_loss": {"rank": 1, "steps": [3, 6]}, "save_error": {"rank": 1, "step": 4}}`; also `save_sleep`
+  ({"rank", "step", "seconds"}) and `step_sleep` (seconds). Nothing reads it
+  unless a test sets it; it exists so the tests above can prove each guard works on real 2-rank runs.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+RESUME_KEYS = ("tokenizer", "target", "draft_vocab", "world_size", "batch_size")
+
+
+def resume_identity(
+    fingerprint: dict, draft_vocab: int | None, world: int, micro_batch: int, grad_accum: int
+) -> dict[str, str]:
+    """What must not change silently between a checkpoint and the run resuming from it."""
+    return {
+        "tokenizer": str(fingerprint.get("tokenizer_fingerprint")),
+        "target": f"{fingerprint.get('target')} ({fingerprint.get('target_fingerprint')})",
+        "draft_vocab": str(draft_vocab),
+        "world_size": str(world),
+        "batch_size": f"{micro_batch * grad_accum * world} sequences/step "
+        f"(micro {micro_batch} x accum {grad_accum} x world {world})",
+    }
+
+
+def resume_problems(saved: dict[str, str], current: dict[str, str], allowed: list[str]) -> list[str]:
+    """Each refused difference as 'key: checkpoint <old>, now <new>'."""
+    unknown = sorted(set(allowed) - set(RESUME_KEYS))
+    if unknown:
+        raise ValueError(f"resume_allow_changes={unknown}: expected names among {list(RESUME_KEYS)}")
+    return [
+        f"{key}: checkpoint {saved[key]}, now {current[key]}"
+        for key in RESUME_KEYS
+        if key in saved and key not in allowed and saved[key] != current.get(key)
+    ]
+
+
+@dataclass
+class SkipCounter:
+    """Counts skipped (non-finite) steps; `limit` in a row means the run cannot recover by itself."""
+
+    limit: int
+    total: int = 0
+    in_a_row: int = 0
+
+    def record(self, skipped: bool) -> bool:
+        """Returns True when the run must stop."""
+        if not skipped:
+            self.in_a_row = 0
+            return False
+        self.total += 1
+        self.in_a_row += 1
+        return self.limit > 0 and self.in_a_row >= self.limit
+
+
+class Watchdog:
+    """Re-armed after every step and save; if it is not re-armed within `seconds`, the process exits 1."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+    def arm(self, seconds: int | None = None) -> None:
+        if self.seconds > 0:
+            faulthandler.dump_traceback_later(seconds or self.seconds, exit=True, file=sys.stderr)
+
+    def disarm(self) -> None:
+        if self.seconds > 0:
+            faulthandler.cancel_dump_traceback_later()
+
+
+@dataclass
+class Faults:
+    """Test-only fault injection (see the module docstring). Empty unless DRAFTFORGE_TEST_FAULTS is set."""
+
+    spec: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Faults:
+        raw = os.environ.get("DRAFTFORGE_TEST_FAULTS")
+        return cls(json.loads(raw) if raw else {})
+
+    def nan_loss(self, rank: int, step: int) -> bool:
+        f = self.spec.get("nan_loss")
+        return bool(f) and f["rank"] == rank and step in f["steps"]
+
+    def during_save(self, rank: int, step: int) -> None:
+        """Runs after this rank wrote its checkpoint files, before the manifest: `save_sleep` holds the save
+        open (so a test can kill it mid-save), `save_error` raises there."""
+        f = self.spec.get("save_sleep")
+        if f and f["rank"] == rank and f["step"] == step:
+            time.sleep(f["seconds"])
+        f = self.spec.get("save_error")
+        if f and f["rank"] == rank and f["step"] == step:
+            raise RuntimeError(
+                f"injected save failure on rank {rank} at step {step} (DRAFTFORGE_TEST_FAULTS)"
+            )
+
+    def step_delay(self) -> None:
+        """`step_sleep` seconds after every step: slows a run so a test can signal it mid-way (no effect on
+        the numbers)."""
+        if self.spec.get("step_sleep"):
+            time.sleep(float(self.spec["step_sleep"]))
