@@ -37,8 +37,9 @@ def trainable_params(export: Path) -> int:
 
 
 def last_metrics(run_dir: Path) -> dict:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    """The record of the last step (a resumed run may have logged earlier steps again)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return max(records, key=lambda r: r.get("step", 0)) if records else {}
 
 
 def run(cmd: list[str], env: dict[str, str]) -> float:
@@ -61,7 +62,8 @@ def main() -> None:
     rows = []
     for draft in args.drafts:
         run_dir = out / draft
-        train_s = run(
+        # A finished run (its export exists) is not trained again: rerunning the script only re-evaluates.
+        train_s = 0.0 if (run_dir / "export" / "config.json").is_file() else run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
              f"target={args.target}", f"draft={draft}", f"output_dir={run_dir}", f"train.max_steps={args.steps}",
              f"train.save_every={args.steps}", f"train.eval_every={args.steps}", "logger=none", "resume=true",
