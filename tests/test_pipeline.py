@@ -32,10 +32,22 @@ def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Pat
         f"data.train_files=[{small_corpus}]", f"data.valid_files=[{small_corpus}]", "data.seq_len=64",
         "train.micro_batch_size=2", "train.progress=false", "train.eval_batches=1",
     ]  # fmt: skip
+    marker = tmp_path / "prepared.txt"
     cfg = OmegaConf.create(
         {
             "name": "t",
             "nproc": 1,
+            # A prepare step (as regeneration is for distill): run once, skipped when its output exists.
+            "prepare": [
+                {
+                    "command": [
+                        "-c",
+                        "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text('x')",
+                        str(marker),
+                    ],
+                    "creates": str(marker),
+                }
+            ],
             "common": common,
             "stages": [
                 {"name": "first", "overrides": ["train.max_steps=2"]},
@@ -59,5 +71,7 @@ def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Pat
     assert [s["name"] for s in summary["stages"]] == ["first", "second"]
     assert (tmp_path / "exp" / "eval" / "results.json").is_file()
     stamp = (second / "export" / "model.safetensors").stat().st_mtime_ns
-    run_pipeline(cfg)  # everything finished: nothing is retrained
+    prepared = marker.stat().st_mtime_ns
+    run_pipeline(cfg)  # everything finished: nothing is retrained or re-prepared
     assert (second / "export" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert marker.stat().st_mtime_ns == prepared

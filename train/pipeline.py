@@ -42,7 +42,7 @@ def stage_command(cfg: DictConfig, stage: dict[str, Any], out: Path, init_from: 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     root = Path(cfg.output_root)
     root.mkdir(parents=True, exist_ok=True)
-    for step in OmegaConf.to_container(cfg.get("prepare", []), resolve=True):
+    for step in OmegaConf.to_container(cfg, resolve=True).get("prepare") or []:
         # e.g. regenerating the target's answers for a distill stage; skipped once its output exists.
         if Path(step["creates"]).exists():
             print(f"[pipeline] prepare: {step['creates']} exists, skipping", flush=True)
