@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY_LLAMA
+from tests.conftest import REPO, TINY_LLAMA
 from train.config import to_typed
 from train.paths import CONF_DIR, register_resolvers
 from train.pipeline import run_pipeline
@@ -75,3 +78,17 @@ def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Pat
     run_pipeline(cfg)  # everything finished: nothing is retrained or re-prepared
     assert (second / "export" / "model.safetensors").stat().st_mtime_ns == stamp
     assert marker.stat().st_mtime_ns == prepared
+
+    # compare: the experiment folder (last stage) and the first stage's export, same prompts, T=0 and T=1.
+    out = tmp_path / "cmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "eval.compare", f"exp={tmp_path / 'exp'}", f"first={tmp_path / 'exp' / 'first' / 'export'}",
+         "--target=tiny-llama", "--num-prompts=2", f"--out={out}", "--overrides", "max_new_tokens=6", "mode=chain"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(out / "compare.csv")))
+    assert [r["recipe"] for r in rows] == ["exp", "first"]
+    assert rows[0]["tokens"].startswith("first ") and "second" in rows[0]["tokens"]
+    assert all(float(r["tau@T=0"]) >= 1.0 and float(r["tau@T=1"]) >= 1.0 for r in rows)
+    assert (out / "compare.png").is_file()
