@@ -20,20 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from safetensors import safe_open
+from eval.compare import trainable_params
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def trainable_params(export: Path) -> int:
-    seen: list = []
-    with safe_open(str(export / "model.safetensors"), framework="pt") as f:
-        for k in f.keys():
-            t = f.get_tensor(k)
-            # d2t is a vocabulary map (a buffer), not a weight; tied weights are stored twice, counted once.
-            if k != "d2t" and not any(u.shape == t.shape and u.equal(t) for u in seen):
-                seen.append(t)
-    return sum(t.numel() for t in seen)
 
 
 def last_metrics(run_dir: Path) -> dict:
