@@ -136,3 +136,28 @@ def check_no_rope_scaling(cfg: dict, where: str) -> None:
         raise ExportError(
             f"{where}: rope_scaling {scaling} is not supported by our draft layers (plain RoPE)"
         )
+
+
+def llama_layer_fields(cfg: Any, target: Target, dtype: str) -> dict[str, Any]:
+    """The LlamaConfig fields every EAGLE-style draft config carries (EAGLE-1/2, EAGLE-3, speculators): what
+    the engines build the draft's decoder layers from. Callers add their format's own keys."""
+    tc = target.config
+    return {
+        "model_type": "llama",
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "num_hidden_layers": cfg.num_layers,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,  # our layers use plain RoPE; a scaled one would change every score
+        "hidden_act": "silu",
+        "max_position_embeddings": int(getattr(tc, "max_position_embeddings", 4096)),
+        "vocab_size": int(tc.vocab_size),
+        "bos_token_id": getattr(tc, "bos_token_id", None),
+        "eos_token_id": getattr(tc, "eos_token_id", None),
+        "pad_token_id": getattr(tc, "pad_token_id", None),
+        "torch_dtype": dtype,
+    }

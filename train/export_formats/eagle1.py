@@ -24,6 +24,7 @@ from train.export_formats.common import (
     Target,
     cast,
     check_no_rope_scaling,
+    llama_layer_fields,
     read_json,
     read_tensors,
     refuse_unknown,
@@ -52,29 +53,12 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
     sd = head.state_dict()
     refuse_unknown(sd, {k for k in sd if k.startswith(("fc.", "layers."))}, NAME)
     write_tensors(out / "model.safetensors", cast(dict(sd), DTYPES[dtype]))
-    tc = target.config
     config = {
         "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        **llama_layer_fields(cfg, target, dtype),
         "bias": True,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-        "num_hidden_layers": cfg.num_layers,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
-        "hidden_act": "silu",
-        "max_position_embeddings": int(getattr(tc, "max_position_embeddings", 4096)),
-        "vocab_size": int(tc.vocab_size),
-        "bos_token_id": getattr(tc, "bos_token_id", None),
-        "eos_token_id": getattr(tc, "eos_token_id", None),
-        "pad_token_id": getattr(tc, "pad_token_id", None),
         "pretraining_tp": 1,  # cnets1.py reads it in every projection
         "tie_word_embeddings": False,
-        "torch_dtype": dtype,
     }
     write_json(out / "config.json", config)
     zero_bias = bool((head.fc.bias == 0).all())

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import torch
 
-from train.export_formats.common import ExportError, Target, check_no_rope_scaling, rope_theta
+from train.export_formats.common import (
+    ExportError,
+    Target,
+    check_no_rope_scaling,
+    llama_layer_fields,
+    rope_theta,
+)
 from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
 
 # Tensors of our "draftforge" EAGLE-3 layout that the published layout has no place for.
@@ -48,29 +54,12 @@ def check_representable(head: Eagle3Head, fmt: str, target: Target) -> None:
 
 def llama_fields(cfg: Eagle3HeadConfig, target: Target, dtype: str) -> dict:
     """A LlamaConfig-shaped dict for the draft: what SGLang/vLLM build the draft's layers from."""
-    tc = target.config
     return {
-        "model_type": "llama",
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-        "num_hidden_layers": cfg.num_layers,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,  # our layers use plain RoPE; a scaled one would change every score
-        "hidden_act": "silu",
-        "max_position_embeddings": int(getattr(tc, "max_position_embeddings", 4096)),
-        "vocab_size": cfg.vocab_size,
-        "bos_token_id": getattr(tc, "bos_token_id", None),
-        "eos_token_id": getattr(tc, "eos_token_id", None),
-        "pad_token_id": getattr(tc, "pad_token_id", None),
+        **llama_layer_fields(cfg, target, dtype),
         # SGLang ties lm_head to embed_tokens when this is true: the draft has its own (reduced) LM head.
         "tie_word_embeddings": False,
         "attention_bias": False,
         "mlp_bias": False,
-        "torch_dtype": dtype,
     }
 
 

@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from train.config import TrainConfig
 from train.modeling.target import FrozenTarget, TargetFeatures
 
 
@@ -30,3 +31,17 @@ class Objective(Protocol):
         loss_mask: torch.Tensor,
         training: bool,
     ) -> LossOutput: ...
+
+
+class ObjectiveSettings:
+    """The loss settings every objective reads from the run config, in one place."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        st = cfg.stage
+        self.feature_weight = st.feature_weight
+        self.token_weight = st.token_weight
+        self.data_ce_weight = st.data_ce_weight
+        self.divergence = (st.divergence, st.temperature, st.top_k)  # divergence_sum's trailing arguments
+        self.noise = cfg.draft.feature_noise
+        self.steps = max(1, cfg.draft.ttt_steps)
+        self.decay = cfg.draft.ttt_decay

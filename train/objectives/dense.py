@@ -7,18 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import TrainConfig
 from train.losses import divergence_sum, top1_match_sum
 from train.modeling.target import FrozenTarget, TargetFeatures
-from train.objectives.base import LossOutput
+from train.objectives.base import LossOutput, ObjectiveSettings
 
 
-class DenseObjective:
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.token_weight = cfg.stage.token_weight
-        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
-        self.data_ce_weight = cfg.stage.data_ce_weight
-
+class DenseObjective(ObjectiveSettings):
     def __call__(
         self,
         draft: nn.Module,

@@ -5,19 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.config import TrainConfig
 from train.losses import divergence_sum, feature_regression_sum, top1_match_sum
 from train.modeling.target import FrozenTarget, TargetFeatures
-from train.objectives.base import LossOutput
+from train.objectives.base import LossOutput, ObjectiveSettings
 
 
-class EagleObjective:
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.feature_weight = cfg.stage.feature_weight
-        self.token_weight = cfg.stage.token_weight
-        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
-        self.noise = cfg.draft.feature_noise
-
+class EagleObjective(ObjectiveSettings):
     def __call__(
         self,
         draft: nn.Module,

@@ -13,10 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.config import TrainConfig
 from train.losses import divergence_per_position
 from train.modeling.target import FrozenTarget, TargetFeatures
-from train.objectives.base import LossOutput
+from train.objectives.base import LossOutput, ObjectiveSettings
 
 
 def unrolled_attention_mask(length: int, step: int, device: torch.device) -> torch.Tensor:
@@ -34,12 +33,7 @@ def _shift(x: torch.Tensor, j: int, fill: float | int = 0) -> torch.Tensor:
     return torch.cat([x[:, j:], pad], dim=1)
 
 
-class Eagle3Objective:
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.steps = max(1, cfg.draft.ttt_steps)
-        self.decay = cfg.draft.ttt_decay
-        self.divergence = (cfg.stage.divergence, cfg.stage.temperature, cfg.stage.top_k)
-
+class Eagle3Objective(ObjectiveSettings):
     def per_position(
         self,
         draft: nn.Module,
