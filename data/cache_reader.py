@@ -31,6 +31,10 @@ class CacheSplit:
         k = max(j for j, s in enumerate(self._starts) if s <= i)
         return k, i - self._starts[k]
 
+    def loss_masks(self) -> torch.Tensor:
+        """(num_blocks, seq_len) loss masks of the whole split: 1 byte a token, read once at start-up."""
+        return torch.cat([f.get_slice("loss_mask")[:] for f in self._files])
+
     def get(self, indices: list[int], keys: list[str]) -> dict[str, torch.Tensor]:
         rows: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
         for i in indices:

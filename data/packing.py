@@ -1,19 +1,58 @@
 """The order in which a run reads its (N, seq_len) blocks (made by data/blocks.py): a pure function of the
-micro-batch index, so a resumed run seeks instead of replaying.
+micro-batch index, so a resumed run seeks instead of replaying, and any rank can count what every rank reads.
+
+Chat blocks hold one conversation each, right-padded. Training trims each micro-batch to its longest row
+(`trim_batch`), so padding costs nothing past that row; grouping rows of similar length into the same
+micro-batch (`group_by_length`) keeps the longest row close to the others. On the shipped dialogues (mean 58
+tokens, blocks of 512) that takes the padded share of the computed positions from 89 % to 9 % at
+micro-batch 8 on 2 ranks (57 % with trimming alone).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+GROUP_WINDOW = 16  # global micro-batches sorted together: wide enough to match lengths, narrow enough to mix
+
+
+def real_lengths(loss_mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Per row: one past the last trained position (0 for a row with nothing to train on).
+
+    Every objective's loss at a trained position reads only positions up to it (the models are causal), so
+    cutting a row there changes no loss. For packed text this is seq_len; for a padded chat it is the
+    conversation's length up to its last assistant token.
+    """
+    m = np.asarray(loss_mask) != 0
+    seq_len = m.shape[1]
+    last = seq_len - np.argmax(m[:, ::-1], axis=1)
+    return np.where(m.any(axis=1), last, 0).astype(np.int64)
+
+
+def trim_batch(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:
+    """Every per-position tensor of a micro-batch cut to `length` positions (dim 1)."""
+    return {k: v[:, :length] if v.dim() >= 2 else v for k, v in batch.items()}
 
 
 class BlockSampler:
     """Which blocks rank r reads in micro-batch i: a pure function of (seed, i), so resuming is a seek.
 
     Each epoch is a fresh permutation; ranks take interleaved slices so no block is read twice per epoch.
+    With `lengths` and `group_by_length`, each window of GROUP_WINDOW global micro-batches (one micro-batch
+    for every rank) is sorted by length before it is cut, and the cut micro-batches are shuffled back within
+    the window so the stream does not run from long to short.
     """
 
-    def __init__(self, num_blocks: int, micro_batch: int, rank: int, world: int, seed: int) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        micro_batch: int,
+        rank: int,
+        world: int,
+        seed: int,
+        lengths: np.ndarray | None = None,
+        group_by_length: bool = True,
+    ) -> None:
         self.per_epoch = num_blocks // (micro_batch * world)
         if self.per_epoch == 0:
             raise ValueError(
@@ -26,12 +65,36 @@ class BlockSampler:
             world,
             seed,
         )
-        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+        self.lengths = lengths
+        self.grouped = group_by_length and lengths is not None and len(np.unique(lengths)) > 1
+        self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
-    def indices(self, i: int) -> np.ndarray:
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """All blocks of one epoch as (per_epoch, world, micro_batch): [i, r] is rank r's micro-batch i."""
+        rng = np.random.default_rng(self.seed + epoch)
+        glob = self.micro_batch * self.world
+        perm = rng.permutation(self.num_blocks)[: self.per_epoch * glob]
+        if self.grouped:
+            assert self.lengths is not None
+            for start in range(0, len(perm), GROUP_WINDOW * glob):
+                window = perm[start : start + GROUP_WINDOW * glob]
+                window = window[np.argsort(-self.lengths[window], kind="stable")]
+                batches = window.reshape(-1, glob)[rng.permutation(len(window) // glob)]
+                perm[start : start + len(window)] = batches.reshape(-1)
+        return perm.reshape(self.per_epoch, self.world, self.micro_batch)
+
+    def _batches(self, i: int) -> np.ndarray:
         epoch, within = divmod(i, self.per_epoch)
         if epoch != self._epoch:
-            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.num_blocks)
-            self._epoch = epoch
-        start = (within * self.world + self.rank) * self.micro_batch
-        return self._perm[start : start + self.micro_batch]
+            self._order, self._epoch = self._epoch_order(epoch), epoch
+        return self._order[within]
+
+    def indices(self, i: int, rank: int | None = None) -> np.ndarray:
+        return self._batches(i)[self.rank if rank is None else rank]
+
+    def tokens(self, i: int) -> int:
+        """Real (unpadded) tokens in global micro-batch i, summed over every rank."""
+        rows = self._batches(i).reshape(-1)
+        if self.lengths is None:
+            raise ValueError("BlockSampler.tokens needs the blocks' lengths")
+        return int(self.lengths[rows].sum())

@@ -6,7 +6,7 @@
 Each NAME=PATH is a draft export, or an experiment folder from `python -m train.pipeline` (its last stage's
 export is measured and its tokens per stage are listed). Every draft is decoded at every temperature on the
 same prompts by the same engine; the table (recipe, tokens per stage, trainable parameters, tau and speed-up
-per temperature, eval wall time) is printed and written to compare.csv, with a bar chart in compare.png.
+per temperature, training and eval wall time) is printed and written to compare.csv, with a bar chart in compare.png.
 """
 
 from __future__ import annotations
@@ -26,15 +26,23 @@ from eval.run import evaluate
 from train.paths import CONF_DIR, register_resolvers
 
 
-def resolve(path: Path) -> tuple[Path, str]:
-    """(export folder, tokens per stage) for an export or a pipeline experiment folder."""
+def _meta(export: Path) -> dict[str, Any]:
+    return json.loads((Path(export) / "config.json").read_text()).get("meta", {})
+
+
+def resolve(path: Path) -> tuple[Path, str, float | None]:
+    """(export folder, tokens per stage, training wall seconds over all stages) for an export or a pipeline
+    experiment folder; seconds are None when an export predates their recording."""
     summary = path / "pipeline.json"
     if summary.is_file():
         stages = json.loads(summary.read_text())["stages"]
-        tokens = " + ".join(f"{s['name']} {s['tokens_seen']}" for s in stages)
-        return Path(stages[-1]["export"]), tokens
-    meta = json.loads((path / "config.json").read_text()).get("meta", {})
-    return path, f"{meta.get('stage', '?')} {meta.get('tokens_seen', '?')}"
+        metas = [_meta(s["export"]) for s in stages]
+        tokens = " + ".join(f"{s['name']} {m.get('tokens_seen')}" for s, m in zip(stages, metas, strict=True))
+        seconds = [m.get("train_seconds") for m in metas]
+        total = None if None in seconds else float(sum(seconds))
+        return Path(stages[-1]["export"]), tokens, total
+    meta = _meta(path)
+    return path, f"{meta.get('stage', '?')} {meta.get('tokens_seen', '?')}", meta.get("train_seconds")
 
 
 def trainable_params(export: Path) -> int:
@@ -64,8 +72,9 @@ def main() -> None:
         name, _, raw = spec.partition("=")
         if not raw:
             raise SystemExit(f"expected NAME=PATH, got {spec!r}")
-        export, tokens = resolve(Path(raw))
+        export, tokens, train_s = resolve(Path(raw))
         row: dict[str, Any] = {"recipe": name, "tokens": tokens, "trainable_params": trainable_params(export)}
+        row["train_s"] = "?" if train_s is None else round(train_s)
         start = time.perf_counter()
         for temp in args.temperatures:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +30,14 @@ def test_every_experiment_composes_into_valid_stage_configs(experiment: str) -> 
             to_typed(compose("train", overrides=[*pipe.common, *stage.overrides]))
 
 
-def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Path) -> None:
+def test_stages_chain_resume_inside_a_stage_and_rerun_skips_finished(
+    small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     common = [
         f"target.name_or_path={TINY_LLAMA}", "draft=eagle", "deepspeed=none", "logger=none",
         f"data.train_files=[{small_corpus}]", f"data.valid_files=[{small_corpus}]", "data.seq_len=64",
-        "train.micro_batch_size=2", "train.progress=false", "train.eval_batches=1",
+        "train.micro_batch_size=2", "train.progress=false", "train.eval_batches=1", "train.log_every=1",
+        "train.save_every=2",
     ]  # fmt: skip
     marker = tmp_path / "prepared.txt"
     cfg = OmegaConf.create(
@@ -54,7 +58,7 @@ def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Pat
             "common": common,
             "stages": [
                 {"name": "first", "overrides": ["train.max_steps=2"]},
-                {"name": "second", "overrides": ["train.max_steps=2", "optim.lr=1e-4"]},
+                {"name": "second", "overrides": ["train.max_steps=6", "optim.lr=1e-4"]},
             ],
             "eval": [
                 f"target.name_or_path={TINY_LLAMA}",
@@ -67,8 +71,19 @@ def test_stages_chain_and_rerun_skips_finished(small_corpus: Path, tmp_path: Pat
             "output_root": str(tmp_path / "exp"),
         }
     )
-    summary = run_pipeline(cfg)
+    # The second stage dies while saving step 4 (its step-2 checkpoint is whole): the pipeline stops there.
+    monkeypatch.setenv("DRAFTFORGE_TEST_FAULTS", json.dumps({"save_error": {"rank": 0, "step": 4}}))
+    with pytest.raises(subprocess.CalledProcessError):
+        run_pipeline(cfg)
     second = tmp_path / "exp" / "second"
+    assert (tmp_path / "exp" / "first" / "export" / "config.json").is_file()
+    assert not (second / "export").exists()
+    monkeypatch.delenv("DRAFTFORGE_TEST_FAULTS")
+    summary = run_pipeline(cfg)  # first stage skipped, second resumed from its step-2 checkpoint
+    steps = [json.loads(line)["step"] for line in open(second / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 3, 4, 5, 6], steps
+    meta = json.loads((second / "export" / "config.json").read_text())["meta"]
+    assert meta["tokens_seen"] == 6 * 2 * 64  # counted once per step across the restart (packed text)
     resolved = OmegaConf.load(second / "config.yaml")
     assert resolved.stage.init_from == str(tmp_path / "exp" / "first" / "export")
     assert [s["name"] for s in summary["stages"]] == ["first", "second"]

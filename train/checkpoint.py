@@ -43,6 +43,7 @@ class TrainState:
     tokens_seen: int = 0  # target tokens (all ranks) the draft has trained on
     wandb_run_id: str | None = None
     skipped_steps: int = 0  # steps skipped for a non-finite loss, over the whole run
+    train_seconds: float = 0.0  # wall time spent in training steps, summed over restarts (set-up excluded)
 
 
 def _rng_state() -> dict[str, Any]:

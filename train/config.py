@@ -40,7 +40,7 @@ class DraftConfig:
     ttt_decay: float = 0.8  # eagle3/scylla/medusa: loss weight of unroll step / head j is decay**j
     medusa_heads: int = 4  # medusa: K heads proposing tokens t+2 .. t+K+1
     share_lm_head: bool = True  # medusa: heads reuse the target's frozen LM head
-    pretrained_path: str | None = None  # dense: start from this local HF causal LM instead of a fresh one
+    pretrained_path: str | None = None  # dense: start from this HF causal LM (hub name or folder)
     model_type: str | None = None  # dense: transformers architecture (llama, qwen2, ...); None = the target's
 
 
@@ -67,7 +67,7 @@ class DataConfig:
     valid_files: list[str] = field(default_factory=list)  # held-out files for the validation loss
     hf_dataset: str | None = None  # HF dataset (hub name or local folder), read after train/valid_files
     hf_config: str | None = None  # HF dataset configuration name
-    train_split: str = "train"  # HF split for training
+    train_split: str | None = "train"  # HF split for training (None = train_files only, HF for validation)
     valid_split: str | None = None  # HF split for validation (None = none from the HF dataset)
     streaming: bool = False  # stream the HF dataset (corpora too big for disk; stops at max_tokens)
     format: str = "auto"  # auto | text | sharegpt | messages (auto: decided by the first record)
@@ -77,6 +77,7 @@ class DataConfig:
     max_tokens: int | None = None  # stop after this many training tokens in total (None = max_steps decides)
     valid_max_tokens: int | None = None  # token budget for the validation split (None = all of it)
     shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
+    group_by_length: bool = True  # chat: batch conversations of similar length (less padding computed)
     validation: str = "strict"  # strict: any bad record stops the run | lenient: skip and count them
     max_bad_fraction: float = 0.01  # lenient: stop anyway when more than this fraction of records is bad
     mode: str = "online"  # online: run the target each step | offline: read features from cache_dir
@@ -114,6 +115,9 @@ class LoopConfig:
     micro_batch_size: int = 8  # sequences per rank per forward
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 200  # optimizer steps
+    # Stop once the draft has trained on this many target tokens (padding excluded, all ranks); replaces
+    # max_steps, so stages and recipes can be given equal budgets whatever their batch shapes.
+    max_tokens: int | None = None
     log_every: int = 10
     eval_every: int = 100  # validation loss every N steps (0 = only at the end)
     eval_batches: int = 8  # validation micro-batches per rank

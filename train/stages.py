@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict
 
+import numpy as np
 import torch
 from torch import nn
 
 from data.blocks import build_blocks
 from data.cache_reader import CacheSplit, HiddenStateCache
-from data.packing import BlockSampler
+from data.packing import BlockSampler, real_lengths, trim_batch
 from data.spec import split_spec
 from data.target_io import normalize_layers
 from train import distributed as dist
@@ -42,6 +43,9 @@ class _Online:
 
     def num_valid(self) -> int:
         return len(self.valid) if self.valid is not None else 0
+
+    def train_lengths(self) -> np.ndarray:
+        return real_lengths(self.train.loss_mask)
 
     def get(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         b = self.train if split == "train" else self.valid
@@ -75,6 +79,9 @@ class _Offline:
     def num_valid(self) -> int:
         return len(self.valid) if self.valid is not None else 0
 
+    def train_lengths(self) -> np.ndarray:
+        return real_lengths(self.train.loss_masks())
+
     def get(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         src: CacheSplit | None = self.train if split == "train" else self.valid
         assert src is not None
@@ -96,16 +103,31 @@ class PretrainStage:
         self.cfg, self.target = cfg, target
         self.data = _Offline(cfg, target) if cfg.data.mode == "offline" else _Online(cfg, target)
         mbs = cfg.train.micro_batch_size
-        self.sampler = BlockSampler(self.data.num_train(), mbs, rank, world, cfg.data.shuffle_seed)
+        self.lengths = self.data.train_lengths()
+        if not self.lengths.any():
+            raise ValueError("train data: no sequence has a token to train on (every loss mask is zero)")
+        self.sampler = BlockSampler(
+            self.data.num_train(),
+            mbs,
+            rank,
+            world,
+            cfg.data.shuffle_seed,
+            self.lengths,
+            cfg.data.group_by_length,
+        )
         self.rank, self.world = rank, world
         self.objective = objective_for(cfg)
 
-    @property
-    def tokens_per_micro_batch(self) -> int:
-        return self.cfg.train.micro_batch_size * self.cfg.data.seq_len
+    def step_tokens(self, micro_indices: range) -> int:
+        """Real target tokens (padding excluded) that every rank together reads in these micro-batches."""
+        return sum(self.sampler.tokens(i) for i in micro_indices)
 
     def train_batch(self, index: int) -> dict[str, torch.Tensor]:
-        return self.data.get("train", torch.from_numpy(self.sampler.indices(index)))
+        rows = self.sampler.indices(index)
+        # Padding past the micro-batch's longest row is never computed (see data/packing.py).
+        return trim_batch(
+            self.data.get("train", torch.from_numpy(rows)), max(int(self.lengths[rows].max()), 2)
+        )
 
     def valid_batches(self, limit: int) -> Iterator[dict[str, torch.Tensor]]:
         mbs = self.cfg.train.micro_batch_size
@@ -113,7 +135,8 @@ class PretrainStage:
             start = (b * self.world + self.rank) * mbs
             if start + mbs > self.data.num_valid():
                 return
-            yield self.data.get("valid", torch.arange(start, start + mbs))
+            batch = self.data.get("valid", torch.arange(start, start + mbs))
+            yield trim_batch(batch, max(int(real_lengths(batch["loss_mask"]).max()), 2))
 
     def features(self, ids: torch.Tensor, batch: dict[str, torch.Tensor]) -> TargetFeatures:
         if "hidden" not in batch:

@@ -72,10 +72,9 @@ class Trainer:
         # Counted before the engine exists: ZeRO-3 partitions parameters in place (numel() becomes 0).
         self.trainable_params = sum(p.numel() for p in self.draft.parameters() if p.requires_grad)
         self.stage = STAGES[cfg.stage.name](cfg, self.target, self.rank, self.world)
-        tokens_per_step = self.stage.tokens_per_micro_batch * cfg.train.grad_accum * self.world
-        if cfg.data.max_tokens is not None:
-            cfg.train.max_steps = min(cfg.train.max_steps, math.ceil(cfg.data.max_tokens / tokens_per_step))
-        self.tokens_per_step = tokens_per_step
+        budget_steps = self._steps_for_budget()
+        if budget_steps is not None:
+            cfg.train.max_steps = budget_steps
         self.engine = Engine(cfg, self.draft, self.device, self.world)
         self.fingerprint = {**self.target.fingerprint(), "config_fingerprint": config_fingerprint(cfg)}
         loop = cfg.train
@@ -104,14 +103,37 @@ class Trainer:
         dist.print0(
             f"[train] {cfg.draft.name} draft, {n_params / 1e6:.2f}M trainable params, target "
             f"{cfg.target.name_or_path} ({sum(p.numel() for p in self.target.parameters()) / 1e6:.2f}M, frozen); "
-            f"{self.world} rank(s), ZeRO-{self.engine.zero_stage}, {tokens_per_step} tokens/step, "
-            f"{cfg.train.max_steps} steps" + (f"; resumed from {resumed_from}" if resumed_from else "")
+            f"{self.world} rank(s), ZeRO-{self.engine.zero_stage}, {cfg.train.max_steps} steps, "
+            f"{self.planned_tokens / 1e6:.2f}M target tokens (padding excluded)"
+            + (f"; resumed from {resumed_from}" if resumed_from else "")
         )
         shared = frozen_shared_params(cfg.draft.name, self.target)
         dist.print0(f"[train] draft uses {shared / 1e6:.2f}M frozen target parameters (embedding / LM head)")
         self.logger.summary({"draft/trainable_params": n_params, "draft/frozen_shared_params": shared})
 
     # --- helpers ------------------------------------------------------------------------------------
+    def _step_tokens(self, step: int) -> int:
+        """Target tokens (padding excluded, all ranks) of optimizer step `step`: the data order is a pure
+        function of the micro-batch index, so every rank counts every rank's tokens without a collective."""
+        accum = self.cfg.train.grad_accum
+        return self.stage.step_tokens(range(step * accum, (step + 1) * accum))
+
+    def _steps_for_budget(self) -> int | None:
+        """Steps that reach train.max_tokens (or data.max_tokens, one pass over the budgeted data)."""
+        loop, data = self.cfg.train, self.cfg.data
+        if loop.max_tokens is None and data.max_tokens is None:
+            self.planned_tokens = sum(self._step_tokens(s) for s in range(loop.max_steps))
+            return None
+        budget = loop.max_tokens if loop.max_tokens is not None else data.max_tokens
+        assert budget is not None
+        cap = loop.max_steps if loop.max_tokens is None else None
+        steps, total = 0, 0
+        while total < budget and (cap is None or steps < cap):
+            total += self._step_tokens(steps)
+            steps += 1
+        self.planned_tokens = total
+        return steps
+
     def _reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         keys = sorted(sums)
         totals = dist.all_reduce_sum([float(sums[k]) for k in keys], self.device)
@@ -162,6 +184,7 @@ class Trainer:
         pending: dict[str, torch.Tensor] = {}  # this step's stats: kept only if the step is not skipped
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self.watchdog.arm()
+        t_step = time.perf_counter()
         while st.step < cfg.train.max_steps:
             out = self.stage.forward_loss(self.engine, self.stage.train_batch(st.micro_index))
             st.micro_index += 1
@@ -181,9 +204,11 @@ class Trainer:
             if not skip:
                 for k, v in pending.items():
                     window[k] = window.get(k, 0) + v
-                st.tokens_seen += self.tokens_per_step
+                st.tokens_seen += self._step_tokens(st.step)
             pending = {}
             st.step += 1
+            now = time.perf_counter()
+            st.train_seconds, t_step = st.train_seconds + (now - t_step), now
             bar.update(1)
             self._count_skip(skip)
             self.faults.step_delay()
@@ -277,6 +302,7 @@ class Trainer:
             "data": self.cfg.data.name,
             "steps": self.state.step,
             "tokens_seen": self.state.tokens_seen,
+            "train_seconds": round(self.state.train_seconds, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         out = export_draft(self.engine, self.head_config, self.run_dir / "export", meta)

@@ -67,7 +67,7 @@ def main(overrides: list[str], repeats: int = 12) -> None:
             t_draft.append(t_b)
             t_step.append(t_c)
     a, b, c = (statistics.median(x) for x in (t_target, t_draft, t_step))
-    tokens = stage.tokens_per_micro_batch
+    tokens = int(batch["input_ids"].numel())
     print(
         f"micro-batch: {cfg.train.micro_batch_size} x {cfg.data.seq_len} tokens, target {cfg.target.family}, "
         f"draft {cfg.draft.name}, ZeRO-{engine.zero_stage}, threads {torch.get_num_threads()}"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every recipe on the tiny default at the same budget (600k target tokens each, padding excluded), then one
+# `eval.compare` table on the same 32 prompts at temperature 0 and 1: outputs/compare-tiny/compare.{csv,png}.
+# Each pipeline resumes or skips what is finished, so rerunning after an interruption continues.
+# RECIPES="scylla eagle3" limits the set; extra arguments are eval overrides for compare (e.g. mode=chain).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
+RECIPES="${RECIPES:-scylla eagle2 eagle3 medusa dense}"
+pairs=()
+for r in $RECIPES; do
+  # The pipeline's own eval is kept short here: the comparison below is the measurement.
+  python -m train.pipeline "experiment=$r-tiny" 'eval=["target=tiny-llama","prompts.num_prompts=8","cpu_threads=1"]'
+  pairs+=("$r=outputs/experiments/$r-tiny")
+done
+python -m eval.compare "${pairs[@]}" --target tiny-llama --temperatures 0 1 --num-prompts 32 \
+  --out outputs/compare-tiny --overrides "$@"
