@@ -125,3 +125,26 @@ def test_chaining_from_a_mismatched_export_fails_clearly(target: FrozenTarget, t
     save_draft(head.state_dict(), head.config, tmp_path / "other", {**meta, "target_fingerprint": "0" * 16})
     with pytest.raises(ValueError, match="trained against target"):
         build_draft(config(tmp_path, "draft=eagle", f"stage.init_from={tmp_path / 'other'}"), target)
+
+
+@pytest.mark.parametrize("draft", ["eagle", "eagle3", "scylla", "medusa", "dense"])
+@pytest.mark.parametrize("stage", ["pretrain", "distill"])
+def test_gradients_reach_only_the_draft(draft: str, stage: str, target: FrozenTarget, tmp_path: Path) -> None:
+    from train.objectives import objective_for
+
+    extra = ["draft.draft_vocab_size=null"] if draft in ("eagle3", "scylla") else []
+    cfg = config(tmp_path, f"draft={draft}", f"stage={stage}", "stage.data_ce_weight=0.1", *extra)
+    torch.manual_seed(0)
+    head = build_draft(cfg, target)
+    ids = torch.randint(3, 4000, (2, 20))
+    out = objective_for(cfg)(head, target, ids, target.features(ids), torch.ones_like(ids), True)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(not p.requires_grad and p.grad is None for p in target.parameters()), (
+        "the target got gradients"
+    )
+    trainable = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for _, p in trainable), [
+        n for n, p in trainable if p.grad is None
+    ]
+    assert any(p.grad.abs().sum() > 0 for _, p in trainable)
