@@ -97,13 +97,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--tokenizer", required=True, help="tokenizer directory (usually the target's)")
     p.add_argument("--files", nargs="+", required=True, help="JSONL(.gz) files with a text field or messages")
     p.add_argument("--text-field", default="text")
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="weigh every file equally (token frequencies per file), so a small chat set next to a large "
+        "pretraining corpus still gets its frequent tokens in",
+    )
     p.add_argument("--size", type=int, required=True, help="draft vocabulary size")
     p.add_argument("--out", required=True, help="output .safetensors")
     args = p.parse_args(argv)
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    counts = count_tokens(args.files, tok, args.text_field)
+    if args.balance:
+        per_file = [count_tokens([f], tok, args.text_field) for f in args.files]
+        # Frequencies, scaled back to the total count so the printed coverage stays a token share.
+        total = sum(int(c.sum()) for c in per_file)
+        freqs = sum(c / max(1, c.sum()) for c in per_file) / len(per_file)
+        counts = np.rint(freqs * total).astype(np.int64)
+    else:
+        counts = count_tokens(args.files, tok, args.text_field)
     d2t, t2d, coverage = build_maps(counts, args.size, tok.all_special_ids)
     meta = {"size": args.size, "coverage": f"{coverage:.6f}", "sources": json.dumps(args.files)}
+    meta["balance"] = str(args.balance)
     save_vocab(Path(args.out), d2t, t2d, tok, meta)
     print(
         f"draft vocabulary: {args.size} of {len(tok)} tokens, covering {coverage:.2%} of {counts.sum()} "

@@ -148,3 +148,25 @@ def test_gradients_reach_only_the_draft(draft: str, stage: str, target: FrozenTa
         n for n, p in trainable if p.grad is None
     ]
     assert any(p.grad.abs().sum() > 0 for _, p in trainable)
+
+
+def test_vocab_cli_balance_keeps_a_small_sources_tokens(tmp_path: Path, small_corpus: Path) -> None:
+    """A large corpus and a small chat set: counted together the chat's own words fall out of a small draft
+    vocabulary; with --balance (each file weighed equally) they are kept."""
+    import json
+
+    from data.draft_vocab import main as vocab_main
+
+    big, small = small_corpus, tmp_path / "small.jsonl"  # 16 documentation pages
+    chat = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "zebra quokka"}]
+    small.write_text(json.dumps({"messages": chat}) + "\n")
+    tok = FrozenTarget.load(str(TINY_LLAMA)).tokenizer
+    rare = set(tok("zebra quokka", add_special_tokens=False)["input_ids"])
+    kept = {}
+    for flag in ([], ["--balance"]):
+        out = tmp_path / f"vocab{len(flag)}.safetensors"
+        vocab_main(["--tokenizer", str(TINY_LLAMA), "--files", str(big), str(small), "--size", "64",
+                    "--out", str(out), *flag])  # fmt: skip
+        d2t, _ = load_vocab(out, tok)
+        kept[bool(flag)] = rare & set(d2t.tolist())
+    assert kept[True] == rare and kept[False] != rare
