@@ -38,8 +38,11 @@ class MedusaObjective(ObjectiveSettings):
             target_logits = features.logits[:, k + 1 : k + 1 + span].float()
             valid = loss_mask[:, k + 2 : k + 2 + span].float()
             soft = divergence_per_position(pred, target_logits, *self.divergence)
-            hard = F.cross_entropy(pred.transpose(1, 2), input_ids[:, k + 2 : k + 2 + span], reduction="none")
-            per_pos = self.token_weight * soft + self.data_ce_weight * hard
+            per_pos = self.token_weight * soft
+            if self.data_ce_weight:  # a full-vocabulary pass per head: skipped when it has no weight
+                labels = input_ids[:, k + 2 : k + 2 + span]
+                hard = F.cross_entropy(pred.transpose(1, 2), labels, reduction="none")
+                per_pos = per_pos + self.data_ce_weight * hard
             count0 = valid.sum() if count0 is None else count0
             total = total + (self.decay**k) * (per_pos * valid).sum()
             with torch.no_grad():
