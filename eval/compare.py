@@ -111,7 +111,8 @@ def write(rows: list[dict[str, Any]], out: Path, temperatures: list[float]) -> N
     width = 0.8 / len(temperatures)
     for i, temp in enumerate(temperatures):
         xs = [j + i * width for j in range(len(rows))]
-        ax.bar(xs, [r[f"tau@T={temp:g}"] for r in rows], width, label=f"temperature {temp:g}")
+        bars = ax.bar(xs, [r[f"tau@T={temp:g}"] for r in rows], width, label=f"temperature {temp:g}")
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(
         [j + width * (len(temperatures) - 1) / 2 for j in range(len(rows))], [r["recipe"] for r in rows]
     )
