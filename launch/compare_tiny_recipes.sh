@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Every recipe on the tiny default at the same budget (600k target tokens each, padding excluded), then one
 # `eval.compare` table on the same 32 prompts at temperature 0 and 1: outputs/compare-tiny/compare.{csv,png}.
+# scylla1 is the Scylla recipe with a 1-layer head (EAGLE-3's architecture): recipe vs depth.
 # Each pipeline resumes or skips what is finished, so rerunning after an interruption continues.
 # RECIPES="scylla eagle3" limits the set; extra arguments are eval overrides for compare (e.g. mode=chain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
-RECIPES="${RECIPES:-scylla eagle2 eagle3 medusa dense}"
+RECIPES="${RECIPES:-scylla scylla1 eagle2 eagle3 medusa dense}"
 pairs=()
 for r in $RECIPES; do
   # The pipeline's own eval is kept short here: the comparison below is the measurement.
