@@ -1,6 +1,7 @@
 """The reduced draft vocabulary of EAGLE-3-style heads, built once from token frequencies of training data.
 
-    python -m data.draft_vocab --tokenizer DIR --files a.jsonl.gz [b.jsonl ...] --size 1024 --out vocab.safetensors
+    python -m data vocab --tokenizer DIR --files a.jsonl.gz [b.jsonl ...] --size 1024 --out vocab.safetensors
+    python -m data vocab --tokenizer DIR --data fineweb-edu ultrachat --max-tokens 50000000 --balance ...
 
 A head that predicts over the `size` most frequent target tokens has a much smaller LM head; tokens outside
 it can never be drafted (the target still emits them). The file holds `d2t` (draft index -> target id,
@@ -22,7 +23,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from data.blocks import build_blocks
 from data.fingerprint import tokenizer_fingerprint
+from data.spec import load_data_config, split_spec
 
 
 def count_tokens(
@@ -46,6 +49,20 @@ def count_tokens(
             ]:
                 counts += np.bincount(ids, minlength=len(counts))[: len(counts)]
     return counts
+
+
+def count_data_tokens(
+    name_or_path: str, tokenizer: PreTrainedTokenizerBase, max_tokens: int | None = None
+) -> np.ndarray:
+    """Token counts over a data config's training split (a conf/data option or YAML file; local files or HF
+    datasets, streamed when the config says so), counting only the tokens a run trains on (the loss mask)."""
+    cfg = load_data_config(name_or_path, [] if max_tokens is None else [f"max_tokens={max_tokens}"])
+    spec = split_spec(cfg, "train")
+    if spec is None:
+        raise ValueError(f"data config {name_or_path}: no training data (train_files or hf_dataset)")
+    blocks = build_blocks(spec, tokenizer, f"{name_or_path} (draft vocabulary)")
+    ids = blocks.input_ids.long()[blocks.loss_mask.bool()]
+    return torch.bincount(ids, minlength=len(tokenizer)).numpy()[: len(tokenizer)]
 
 
 def build_maps(
@@ -95,7 +112,16 @@ def load_vocab(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[to
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m data.draft_vocab", description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", required=True, help="tokenizer directory (usually the target's)")
-    p.add_argument("--files", nargs="+", required=True, help="JSONL(.gz) files with a text field or messages")
+    p.add_argument("--files", nargs="+", default=[], help="JSONL(.gz) files with a text field or messages")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=[],
+        help="conf/data options or YAML files (their training split; chats count assistant tokens only)",
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="per --data source: stop reading after this many"
+    )
     p.add_argument("--text-field", default="text")
     p.add_argument(
         "--balance",
@@ -107,16 +133,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output .safetensors")
     args = p.parse_args(argv)
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    if not args.files and not args.data:
+        p.error("give --files and/or --data")
+    per_source = [count_tokens([f], tok, args.text_field) for f in args.files]
+    per_source += [count_data_tokens(d, tok, args.max_tokens) for d in args.data]
     if args.balance:
-        per_file = [count_tokens([f], tok, args.text_field) for f in args.files]
         # Frequencies, scaled back to the total count so the printed coverage stays a token share.
-        total = sum(int(c.sum()) for c in per_file)
-        freqs = sum(c / max(1, c.sum()) for c in per_file) / len(per_file)
+        total = sum(int(c.sum()) for c in per_source)
+        freqs = sum(c / max(1, c.sum()) for c in per_source) / len(per_source)
         counts = np.rint(freqs * total).astype(np.int64)
     else:
-        counts = count_tokens(args.files, tok, args.text_field)
+        counts = sum(per_source)
     d2t, t2d, coverage = build_maps(counts, args.size, tok.all_special_ids)
-    meta = {"size": args.size, "coverage": f"{coverage:.6f}", "sources": json.dumps(args.files)}
+    meta = {
+        "size": args.size,
+        "coverage": f"{coverage:.6f}",
+        "sources": json.dumps([*args.files, *args.data]),
+    }
     meta["balance"] = str(args.balance)
     save_vocab(Path(args.out), d2t, t2d, tok, meta)
     print(

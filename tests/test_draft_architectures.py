@@ -170,3 +170,19 @@ def test_vocab_cli_balance_keeps_a_small_sources_tokens(tmp_path: Path, small_co
         d2t, _ = load_vocab(out, tok)
         kept[bool(flag)] = rare & set(d2t.tolist())
     assert kept[True] == rare and kept[False] != rare
+
+
+def test_vocab_from_data_configs_counts_trained_tokens_only(target: FrozenTarget) -> None:
+    from data.blocks import build_blocks
+    from data.draft_vocab import count_data_tokens
+    from data.spec import load_data_config, split_spec
+
+    tok = target.tokenizer
+    counts = count_data_tokens("embedded-dialogues", tok)
+    spec = split_spec(load_data_config("embedded-dialogues"), "train")
+    assert spec is not None
+    blocks = build_blocks(spec, tok)
+    masked = blocks.input_ids.long()[blocks.loss_mask.bool()]
+    assert counts.sum() == len(masked) < blocks.input_ids.numel()  # assistant tokens, not prompts or padding
+    assert counts.tolist() == torch.bincount(masked, minlength=len(tok)).tolist()
+    assert count_data_tokens("embedded-pydocs", tok, max_tokens=5000).sum() <= 5000
