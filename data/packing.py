@@ -89,8 +89,8 @@ class BlockSampler:
             self._order, self._epoch = self._epoch_order(epoch), epoch
         return self._order[within]
 
-    def indices(self, i: int, rank: int | None = None) -> np.ndarray:
-        return self._batches(i)[self.rank if rank is None else rank]
+    def indices(self, i: int) -> np.ndarray:
+        return self._batches(i)[self.rank]
 
     def tokens(self, i: int) -> int:
         """Real (unpadded) tokens in global micro-batch i, summed over every rank."""
