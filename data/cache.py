@@ -12,7 +12,6 @@ leaves only whole shards; rerunning keeps them (after checking their token ids) 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from data.blocks import Blocks, BuildSpec, build_blocks
-from data.fingerprint import model_fingerprint, tokenizer_fingerprint
+from data.fingerprint import model_fingerprint, sha256_file, tokenizer_fingerprint
 from data.target_io import DTYPES, load_target, normalize_layers
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -52,14 +51,6 @@ def bytes_per_token(hidden: int, num_layers: int, dtype: str) -> int:
 
 def estimate_bytes(num_tokens: int, hidden: int, num_layers: int, dtype: str) -> int:
     return num_tokens * bytes_per_token(hidden, num_layers, dtype)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _shard_ok(path: Path, ids: torch.Tensor, keys: set[str]) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from data.cache import sha256_file
+from data.fingerprint import sha256_file
 
 
 class CacheMismatch(ValueError):

@@ -1,13 +1,14 @@
-"""Target and tokenizer fingerprints, computed without importing `train` (data must not depend on it).
+"""Fingerprints and file hashes, computed without importing `train` (data must not depend on it).
 
-These must give the same strings as `train.modeling.target.model_fingerprint / tokenizer_fingerprint`, so a
-cache made by `python -m data cache` is recognised by training; tests/test_data_cache.py pins the equality.
+Training uses these same functions (`train.modeling.target`, `train.checkpoint`), so a cache made by
+`python -m data cache` is recognised by training and every manifest hashes files one way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -39,3 +40,12 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def dict_fingerprint(d: object) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 16 MiB chunks (checkpoint and cache shards can be GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()

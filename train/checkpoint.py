@@ -15,7 +15,6 @@ seconds to each save and to resume, which is the price of never resuming from a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.fingerprint import sha256_file
 from train import distributed as dist
 from train.engine import Engine
 from train.modeling.draft.io import save_draft
@@ -65,14 +65,6 @@ def checkpoint_root(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -84,7 +76,7 @@ def _fsync_dir(path: Path) -> None:
 def _hash_share(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """This rank's share of the files (every world_size-th), so hashing a big checkpoint runs in parallel."""
     r, w = dist.rank(), dist.world_size()
-    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256(folder / n)} for n in names[r::w]}
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names[r::w]}
 
 
 def save_checkpoint(
@@ -191,7 +183,7 @@ def problem(folder: Path, hash_names: list[str] | None = None) -> str | None:
                 f"{rel} has {p.stat().st_size} bytes, manifest says {meta['bytes']} (truncated or rewritten)"
             )
     for rel in files if hash_names is None else hash_names:
-        if sha256(folder / rel) != files[rel]["sha256"]:
+        if sha256_file(folder / rel) != files[rel]["sha256"]:
             return f"{rel}: sha256 differs from the manifest (corrupted bytes)"
     return None
 
