@@ -1,51 +1,90 @@
-"""From a `data:` config (the training run's, or a conf/data/*.yaml for `python -m data`) to BuildSpecs.
+"""The `data:` config (conf group `data/`, the training run's `data` section, `python -m data --data NAME`)
+and the BuildSpecs it names.
 
-Takes a plain mapping, not `train.config.DataConfig`, so that `data` does not import `train`; missing keys
-take the same defaults as DataConfig.
+`DataConfig` lives here, not in `train`, so that `data` imports neither train nor eval; the training
+schema (`train.config.TrainConfig.data`) uses this very class, so a default has one home.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
 from data.blocks import BuildSpec
 from data.sources import SourceSpec
+from data.typed import to_typed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_CONF_DIR = REPO_ROOT / "conf" / "data"
 
 
-def split_spec(cfg: Mapping[str, Any], split: str) -> BuildSpec | None:
+@dataclass
+class DataConfig:
+    """Training and validation data (conf group `data/`); read, checked and tokenized by `data/`."""
+
+    name: str = "embedded-pydocs"  # shown in logs and exports
+    train_files: list[str] = field(default_factory=list)  # JSONL(.gz) / Parquet files, or text folders
+    valid_files: list[str] = field(default_factory=list)  # held-out files for the validation loss
+    hf_dataset: str | None = None  # HF dataset (hub name or local folder), read after train/valid_files
+    hf_config: str | None = None  # HF dataset configuration name
+    train_split: str | None = "train"  # HF split for training (None = train_files only, HF for validation)
+    valid_split: str | None = None  # HF split for validation (None = none from the HF dataset)
+    streaming: bool = False  # stream the HF dataset (corpora too big for disk; stops at max_tokens)
+    format: str = "auto"  # auto | text | sharegpt | messages (auto: decided by the first record)
+    text_field: str = "text"  # the field holding raw text (text format)
+    chat_template: str | None = None  # .jinja file replacing the tokenizer's chat template
+    seq_len: int = 256  # tokens per training sequence (packed text; chat records longer than this are bad)
+    max_tokens: int | None = None  # stop after this many training tokens in total (None = max_steps decides)
+    valid_max_tokens: int | None = None  # token budget for the validation split (None = all of it)
+    shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
+    group_by_length: bool = True  # chat: batch conversations of similar length (less padding computed)
+    validation: str = "strict"  # strict: any bad record stops the run | lenient: skip and count them
+    max_bad_fraction: float = 0.01  # lenient: stop anyway when more than this fraction of records is bad
+    mode: str = "online"  # online: run the target each step | offline: read features from cache_dir
+    cache_dir: str | None = None  # hidden-state cache from `python -m data cache` (offline mode)
+
+    def __post_init__(self) -> None:
+        choices = {
+            "format": ("auto", "text", "sharegpt", "messages"),
+            "validation": ("strict", "lenient"),
+            "mode": ("online", "offline"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"data.{key}={getattr(self, key)!r}: expected one of {allowed}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"data.max_bad_fraction={self.max_bad_fraction}: must be in [0, 1]")
+
+
+def split_spec(cfg: DataConfig, split: str) -> BuildSpec | None:
     """The BuildSpec of split "train" or "valid"; None when the config names no data for that split."""
-    files = list(cfg.get(f"{split}_files") or [])
-    hf_split = cfg.get("train_split", "train") if split == "train" else cfg.get("valid_split")
-    hf = cfg.get("hf_dataset") if hf_split else None
+    files = list(cfg.train_files if split == "train" else cfg.valid_files)
+    hf_split = cfg.train_split if split == "train" else cfg.valid_split
+    hf = cfg.hf_dataset if hf_split else None
     if not files and not hf:
         return None
     source = SourceSpec(
         files=files,
         hf_dataset=hf,
-        hf_config=cfg.get("hf_config"),
+        hf_config=cfg.hf_config,
         split=hf_split or "train",
-        streaming=bool(cfg.get("streaming", False)),
-        text_field=cfg.get("text_field", "text"),
+        streaming=cfg.streaming,
+        text_field=cfg.text_field,
     )
     return BuildSpec(
         source=source,
-        format=cfg.get("format", "auto"),
-        seq_len=int(cfg.get("seq_len", 256)),
-        max_tokens=cfg.get("max_tokens") if split == "train" else cfg.get("valid_max_tokens"),
-        chat_template=cfg.get("chat_template"),
-        validation=cfg.get("validation", "strict"),
-        max_bad_fraction=float(cfg.get("max_bad_fraction", 0.01)),
+        format=cfg.format,
+        seq_len=cfg.seq_len,
+        max_tokens=cfg.max_tokens if split == "train" else cfg.valid_max_tokens,
+        chat_template=cfg.chat_template,
+        validation=cfg.validation,
+        max_bad_fraction=cfg.max_bad_fraction,
     )
 
 
-def load_data_config(name_or_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+def load_data_config(name_or_path: str, overrides: list[str] | None = None) -> DataConfig:
     """A conf/data option by name (`embedded-dialogues`) or a YAML path, with `key=value` overrides."""
     path = Path(name_or_path)
     if not path.is_file():
@@ -53,11 +92,7 @@ def load_data_config(name_or_path: str, overrides: list[str] | None = None) -> d
     if not path.is_file():
         options = sorted(p.stem for p in DATA_CONF_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"data config {name_or_path!r}: no such file or conf/data option ({options})")
-    if not OmegaConf.has_resolver(
-        "repo"
-    ):  # same resolver as train.paths, registered here to stay independent
+    if not OmegaConf.has_resolver("repo"):  # same resolver as train.paths: data may not import train
         OmegaConf.register_new_resolver("repo", lambda rel: str(REPO_ROOT / rel))
     cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
-    out = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(out, dict)
-    return out
+    return to_typed(DataConfig, cfg, "data config")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
+from omegaconf import DictConfig
 
+from data.typed import to_typed
 from train.modeling.target import TargetConfig
 from train.tracking import LoggerConfig
 
@@ -110,14 +110,5 @@ class EvalConfig:
 
 def to_eval_config(cfg: DictConfig | dict) -> EvalConfig:
     """Merge onto the schema (an unknown key fails, named) and build the dataclasses (validation runs)."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(EvalConfig), cfg)
-    except ConfigKeyError as err:
-        raise ValueError(f"unknown eval config key {err.full_key!r}: {err.msg.splitlines()[0]}") from err
-    try:
-        obj = OmegaConf.to_object(merged)
-    except MissingMandatoryValue as err:
-        hint = " (a draft export folder, or draft_path=random)" if err.full_key == "draft_path" else ""
-        raise ValueError(f"eval config key {err.full_key!r} must be set{hint}") from err
-    assert isinstance(obj, EvalConfig)
-    return obj
+    hints = {"draft_path": "a draft export folder, or draft_path=random"}
+    return to_typed(EvalConfig, cfg, "eval config", hints=hints)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -21,9 +20,9 @@ from data.validate import DataValidationError
 from tests.conftest import TINY_LLAMA
 from train.config import TrainConfig, to_typed
 from train.draft_factory import build_draft
+from train.loss_seam import LossSeam
 from train.modeling.target import model_fingerprint as train_model_fp
 from train.paths import CONF_DIR, register_resolvers
-from train.stages import PretrainStage
 
 register_resolvers()
 SEQ = 32
@@ -41,8 +40,7 @@ def make_cfg(corpus: Path, out: Path, draft: str, **data: object) -> TrainConfig
 
 
 def cache_job(cfg: TrainConfig, out: Path, layers: list[int]) -> CacheJob:
-    d = asdict(cfg.data)
-    splits = {s: split_spec(d, s) for s in ("train", "valid")}
+    splits = {s: split_spec(cfg.data, s) for s in ("train", "valid")}
     return CacheJob(str(TINY_LLAMA), str(out), splits, layers, batch_size=8, shard_blocks=8, progress=False)
 
 
@@ -62,7 +60,7 @@ def test_offline_losses_equal_online(draft: str, cache: Path, small_corpus: Path
     torch.manual_seed(0)
     draft_on = build_draft(cfg, target)
     draft_off = copy.deepcopy(draft_on)
-    online, offline = PretrainStage(cfg, target, 0, 1), PretrainStage(off_cfg, target, 0, 1)
+    online, offline = LossSeam(cfg, target, 0, 1), LossSeam(off_cfg, target, 0, 1)
     assert offline.data.num_train() == online.data.num_train() == 24
     curves = []
     for stage, model in ((online, draft_on), (offline, draft_off)):

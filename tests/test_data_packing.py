@@ -13,9 +13,9 @@ from data.packing import BlockSampler, real_lengths
 from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
+from train.loss_seam import LossSeam
 from train.modeling.target import FrozenTarget
 from train.paths import CONF_DIR, register_resolvers
-from train.stages import PretrainStage
 
 register_resolvers()
 
@@ -74,7 +74,7 @@ def test_trimming_a_chat_batch_changes_no_loss(draft: str, target: FrozenTarget,
         )  # fmt: skip
     torch.manual_seed(0)
     head = build_draft(cfg, target).eval()
-    stage = PretrainStage(cfg, target, rank=0, world=1)
+    stage = LossSeam(cfg, target, rank=0, world=1)
     for i in range(3):
         trimmed = stage.train_batch(i)
         full = stage.data.get("train", torch.from_numpy(stage.sampler.indices(i)))

@@ -130,7 +130,7 @@ def test_chaining_from_a_mismatched_export_fails_clearly(target: FrozenTarget, t
 @pytest.mark.parametrize("draft", ["eagle", "eagle3", "scylla", "medusa", "dense"])
 @pytest.mark.parametrize("stage", ["pretrain", "distill"])
 def test_gradients_reach_only_the_draft(draft: str, stage: str, target: FrozenTarget, tmp_path: Path) -> None:
-    from train.objectives import objective_for
+    from train.loss_seam import objective_for
 
     extra = ["draft.draft_vocab_size=null"] if draft in ("eagle3", "scylla") else []
     cfg = config(tmp_path, f"draft={draft}", f"stage={stage}", "stage.data_ce_weight=0.1", *extra)

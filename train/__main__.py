@@ -7,6 +7,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+# Imported first: it registers the schema (`train_schema`) that conf/train.yaml composes onto.
+from train.config import ConfigError, check_paths, to_typed
 from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
@@ -14,8 +16,6 @@ register_resolvers()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from train.config import ConfigError, check_paths, to_typed
-
     try:
         typed = to_typed(cfg)
         check_paths(typed)

@@ -120,8 +120,3 @@ def broadcast_object(obj: object) -> object:
         dist.broadcast_object_list(box, src=0)
         return box[0]
     return obj
-
-
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

@@ -8,10 +8,11 @@
   vocabulary, world size, batch size) with the current run and names every difference.
 - Hangs: `Watchdog` (faulthandler, a C-level timer thread, so it fires even when the main thread is stuck
   inside a collective) dumps every thread's stack and exits 1 when a rank finishes no step or save in time.
-- Test-only fault injection: `Faults` reads DRAFTFORGE_TEST_FAULTS (JSON), e.g.
+- Test-only fault injection: the loop calls `LoopHooks`, which do nothing; `loop_hooks()` installs
+  `FaultInjection` instead when DRAFTFORGE_TEST_FAULTS (JSON) is set, e.g.
   `{"nan_loss": {"rank": 1, "steps": [3, 6]}, "save_error": {"rank": 1, "step": 4}}`; also `save_sleep`
-  ({"rank", "step", "seconds"}) and `step_sleep` (seconds). Nothing reads it
-  unless a test sets it; it exists so the tests above can prove each guard works on real 2-rank runs.
+  ({"rank", "step", "seconds"}) and `step_sleep` (seconds). It exists so the tests can prove each guard
+  works on real 2-rank runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+
+import torch
 
 RESUME_KEYS = ("tokenizer", "target", "draft_vocab", "world_size", "batch_size")
 
@@ -85,24 +88,33 @@ class Watchdog:
             faulthandler.cancel_dump_traceback_later()
 
 
+class LoopHooks:
+    """The points where a test may act on a running loop. The loop calls them unconditionally; this base
+    class does nothing, so a real run has no test branch in its hot path."""
+
+    def loss(self, loss: torch.Tensor, rank: int, step: int) -> torch.Tensor:
+        """The micro-batch loss about to be backpropagated (`step` counts from 1)."""
+        return loss
+
+    def after_step(self) -> None:
+        """After every optimizer step."""
+
+    def during_save(self, rank: int, step: int) -> None:
+        """After this rank wrote its checkpoint files, before the manifest."""
+
+
 @dataclass
-class Faults:
-    """Test-only fault injection (see the module docstring). Empty unless DRAFTFORGE_TEST_FAULTS is set."""
+class FaultInjection(LoopHooks):
+    """Test-only faults (see the module docstring), installed only when DRAFTFORGE_TEST_FAULTS is set."""
 
     spec: dict = field(default_factory=dict)
 
-    @classmethod
-    def from_env(cls) -> Faults:
-        raw = os.environ.get("DRAFTFORGE_TEST_FAULTS")
-        return cls(json.loads(raw) if raw else {})
-
-    def nan_loss(self, rank: int, step: int) -> bool:
+    def loss(self, loss: torch.Tensor, rank: int, step: int) -> torch.Tensor:
         f = self.spec.get("nan_loss")
-        return bool(f) and f["rank"] == rank and step in f["steps"]
+        return loss * float("nan") if f and f["rank"] == rank and step in f["steps"] else loss
 
     def during_save(self, rank: int, step: int) -> None:
-        """Runs after this rank wrote its checkpoint files, before the manifest: `save_sleep` holds the save
-        open (so a test can kill it mid-save), `save_error` raises there."""
+        """`save_sleep` holds the save open (so a test can kill it mid-save), `save_error` raises there."""
         f = self.spec.get("save_sleep")
         if f and f["rank"] == rank and f["step"] == step:
             time.sleep(f["seconds"])
@@ -112,8 +124,14 @@ class Faults:
                 f"injected save failure on rank {rank} at step {step} (DRAFTFORGE_TEST_FAULTS)"
             )
 
-    def step_delay(self) -> None:
+    def after_step(self) -> None:
         """`step_sleep` seconds after every step: slows a run so a test can signal it mid-way (no effect on
         the numbers)."""
         if self.spec.get("step_sleep"):
             time.sleep(float(self.spec["step_sleep"]))
+
+
+def loop_hooks() -> LoopHooks:
+    """Fault injection when a test set DRAFTFORGE_TEST_FAULTS, else hooks that do nothing."""
+    raw = os.environ.get("DRAFTFORGE_TEST_FAULTS")
+    return FaultInjection(json.loads(raw)) if raw else LoopHooks()

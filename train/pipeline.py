@@ -11,23 +11,56 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from data.typed import to_typed
 from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 
 
-def stage_command(cfg: DictConfig, stage: dict[str, Any], out: Path, init_from: Path | None) -> list[str]:
+@dataclass
+class PrepareStep:
+    command: list[str]  # arguments after `python`, e.g. [-m, data, regenerate, ...]
+    creates: str  # the step is skipped when this path exists
+
+
+@dataclass
+class PipelineStage:
+    name: str  # the stage's folder under output_root and its W&B run name suffix
+    overrides: list[str] = field(default_factory=list)  # Hydra overrides for this stage's `python -m train`
+
+
+@dataclass
+class PipelineConfig:
+    """`conf/pipeline.yaml` plus an experiment (conf/experiment/)."""
+
+    name: str = "???"  # the experiment's name: outputs/experiments/<name>/<stage>/
+    nproc: int = 2  # ranks per stage (torchrun --nproc_per_node)
+    common: list[str] = field(default_factory=list)  # Hydra overrides given to every training stage
+    prepare: list[PrepareStep] = field(default_factory=list)  # run first unless `creates` exists
+    stages: list[PipelineStage] = field(default_factory=list)  # in order; stage.init_from is filled in
+    eval: list[str] = field(default_factory=list)  # overrides for `python -m eval` on the last export
+    output_root: str = "outputs/experiments/${name}"
+    # Recipe variables that the keys above interpolate (conf/experiment/base/*.yaml).
+    target_name: str | None = None  # conf/target option
+    target_hf: str | None = None  # the same target as a hub name or folder, for the regeneration step
+    dense_draft: str | None = None  # a small LM sharing the target's tokenizer (dense recipes)
+    regenerated: str | None = None  # where the regeneration step writes the target's answers
+    regenerate_step: PrepareStep | None = None
+
+
+def stage_command(cfg: PipelineConfig, stage: PipelineStage, out: Path, init_from: Path | None) -> list[str]:
     overrides = [
         *cfg.common,
-        *stage.get("overrides", []),
+        *stage.overrides,
         f"output_dir={out}",
-        f"run_name={cfg.name}-{stage['name']}",
+        f"run_name={cfg.name}-{stage.name}",
         f"logger.group={cfg.name}",
         "resume=true",
     ]
@@ -39,29 +72,31 @@ def stage_command(cfg: DictConfig, stage: dict[str, Any], out: Path, init_from: 
             "-m", "train", *overrides]  # fmt: skip
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+def run_pipeline(cfg: PipelineConfig | DictConfig) -> dict[str, Any]:
+    if not isinstance(cfg, PipelineConfig):
+        cfg = to_typed(PipelineConfig, cfg, "pipeline config")
     root = Path(cfg.output_root)
     root.mkdir(parents=True, exist_ok=True)
-    for step in OmegaConf.to_container(cfg, resolve=True).get("prepare") or []:
+    for step in cfg.prepare:
         # e.g. regenerating the target's answers for a distill stage; skipped once its output exists.
-        if Path(step["creates"]).exists():
-            print(f"[pipeline] prepare: {step['creates']} exists, skipping", flush=True)
+        if Path(step.creates).exists():
+            print(f"[pipeline] prepare: {step.creates} exists, skipping", flush=True)
             continue
-        print(f"[pipeline] prepare: {' '.join(step['command'])}", flush=True)
-        subprocess.run([sys.executable, *step["command"]], check=True)
+        print(f"[pipeline] prepare: {' '.join(step.command)}", flush=True)
+        subprocess.run([sys.executable, *step.command], check=True)
     previous: Path | None = None
     summary: dict[str, Any] = {"experiment": cfg.name, "stages": []}
-    for stage in OmegaConf.to_container(cfg.stages, resolve=True):
-        out = root / stage["name"]
+    for stage in cfg.stages:
+        out = root / stage.name
         export = out / "export"
         if (export / "config.json").is_file():
-            print(f"[pipeline] {stage['name']}: finished earlier, skipping ({export})", flush=True)
+            print(f"[pipeline] {stage.name}: finished earlier, skipping ({export})", flush=True)
         else:
-            print(f"[pipeline] {stage['name']}: training -> {out}", flush=True)
+            print(f"[pipeline] {stage.name}: training -> {out}", flush=True)
             subprocess.run(stage_command(cfg, stage, out, previous), check=True)
         meta = json.loads((export / "config.json").read_text())["meta"]
         summary["stages"].append(
-            {"name": stage["name"], "tokens_seen": meta.get("tokens_seen"), "export": str(export)}
+            {"name": stage.name, "tokens_seen": meta.get("tokens_seen"), "export": str(export)}
         )
         previous = export
     if previous is None:
@@ -78,7 +113,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="pipeline", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_pipeline(cfg)
+    run_pipeline(to_typed(PipelineConfig, cfg, "pipeline config"))
 
 
 if __name__ == "__main__":

@@ -54,16 +54,10 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: str | None = None
-        self._previous: dict[int, object] = {}
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        self._previous.clear()
+            signal.signal(sig, self._on_signal)
 
     @property
     def requested(self) -> bool:

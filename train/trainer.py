@@ -1,4 +1,5 @@
-"""The one training loop. It calls `stage.forward_loss(draft, batch)` and never branches on the stage."""
+"""The one training loop. It calls `seam.forward_loss(draft, batch)` and never asks which stage or draft it
+runs (train/loss_seam.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,12 @@ from tqdm.auto import tqdm
 from train import distributed as dist
 from train.checkpoint import TrainState, export_draft, save_checkpoint
 from train.config import TrainConfig
-from train.draft_factory import build_draft, frozen_shared_params
+from train.draft_factory import build_draft
+from train.drafts import spec_for
 from train.engine import Engine
-from train.guards import Faults, SkipCounter, Watchdog, resume_identity
+from train.feature_source import load_tokenizer, open_source
+from train.guards import SkipCounter, Watchdog, loop_hooks, resume_identity
+from train.loss_seam import LossSeam
 from train.preemption import (
     EXIT_ERROR,
     EXIT_NONFINITE,
@@ -35,7 +39,6 @@ from train.preemption import (
     request_requeue,
 )
 from train.resume import ResumeRefused, draft_vocab, implied_resume, resume
-from train.stages import STAGES
 from train.tracking import make_logger
 
 
@@ -47,34 +50,48 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _check_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
-    if not cfg.resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+def _check_run_dir(resume: bool, run_dir: Path) -> None:
+    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         raise FileExistsError(
             f"{run_dir} already holds checkpoints: pass resume=true to continue it, or choose another run_name"
         )
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What the trainer derives from the config at start-up; the typed config itself is never changed."""
+
+    resume: bool  # resume=true, or implied by a SLURM requeue
+    max_steps: int  # train.max_steps, or the steps that reach the token budget
+    planned_tokens: int  # target tokens (padding excluded, all ranks) those steps read
+
+    def applied_to(self, cfg: TrainConfig) -> TrainConfig:
+        """A copy of `cfg` carrying these values, for the engine's schedule and the resume logic."""
+        return replace(cfg, resume=self.resume, train=replace(cfg.train, max_steps=self.max_steps))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
         # First: a preemption warning during the slow set-up must set the flag, not kill the process.
         self.stop = StopSignals()
         self.stop.install()
         self.device = dist.init(cfg.train.device, cfg.train.collective_timeout_s)
         self.rank, self.world = dist.rank(), dist.world_size()
-        cfg.resume = implied_resume(cfg)
+        resuming = implied_resume(cfg)
         self.run_dir = Path(cfg.output_dir)
-        _check_run_dir(cfg, self.run_dir)
+        _check_run_dir(resuming, self.run_dir)
+        # The data is built (and bad records refused) before the multi-GB target load, from its tokenizer.
+        data = open_source(cfg.data, load_tokenizer(cfg.target))
         self.target = cfg.target.load(self.device)
         torch.manual_seed(cfg.train.seed)  # identical draft init on every rank
-        self.draft = build_draft(cfg, self.target)
+        self.draft = build_draft(cfg, self.target, data)
         self.head_config = self.draft.config
         # Counted before the engine exists: ZeRO-3 partitions parameters in place (numel() becomes 0).
         self.trainable_params = sum(p.numel() for p in self.draft.parameters() if p.requires_grad)
-        self.stage = STAGES[cfg.stage.name](cfg, self.target, self.rank, self.world)
-        budget_steps = self._steps_for_budget()
-        if budget_steps is not None:
-            cfg.train.max_steps = budget_steps
+        self.seam = LossSeam(cfg, self.target, self.rank, self.world, data)
+        self.plan = self._plan(cfg, resuming)
+        # What the rest of the run reads: the user's config with the planned values (cfg is left as given).
+        self.cfg = cfg = self.plan.applied_to(cfg)
         self.engine = Engine(cfg, self.draft, self.device, self.world)
         self.fingerprint = {**self.target.fingerprint(), "config_fingerprint": config_fingerprint(cfg)}
         loop = cfg.train
@@ -89,7 +106,7 @@ class Trainer:
         self.state = loaded or TrainState()
         self.skips = SkipCounter(loop.max_consecutive_skips, total=self.state.skipped_steps)
         self.watchdog = Watchdog(loop.watchdog_s)
-        self.faults = Faults.from_env()  # test-only; empty unless DRAFTFORGE_TEST_FAULTS is set
+        self.hooks = loop_hooks()  # no-ops unless a test set DRAFTFORGE_TEST_FAULTS
         if resumed_from is None:
             torch.manual_seed(cfg.train.seed * 1000 + self.rank)  # per-rank noise streams
         if dist.is_main():
@@ -103,11 +120,11 @@ class Trainer:
         dist.print0(
             f"[train] {cfg.draft.name} draft, {n_params / 1e6:.2f}M trainable params, target "
             f"{cfg.target.name_or_path} ({sum(p.numel() for p in self.target.parameters()) / 1e6:.2f}M, frozen); "
-            f"{self.world} rank(s), ZeRO-{self.engine.zero_stage}, {cfg.train.max_steps} steps, "
-            f"{self.planned_tokens / 1e6:.2f}M target tokens (padding excluded)"
+            f"{self.world} rank(s), ZeRO-{self.engine.zero_stage}, {self.plan.max_steps} steps, "
+            f"{self.plan.planned_tokens / 1e6:.2f}M target tokens (padding excluded)"
             + (f"; resumed from {resumed_from}" if resumed_from else "")
         )
-        shared = frozen_shared_params(cfg.draft.name, self.target)
+        shared = spec_for(cfg.draft.name).frozen_shared_params(self.target)
         dist.print0(f"[train] draft uses {shared / 1e6:.2f}M frozen target parameters (embedding / LM head)")
         self.logger.summary({"draft/trainable_params": n_params, "draft/frozen_shared_params": shared})
 
@@ -115,15 +132,15 @@ class Trainer:
     def _step_tokens(self, step: int) -> int:
         """Target tokens (padding excluded, all ranks) of optimizer step `step`: the data order is a pure
         function of the micro-batch index, so every rank counts every rank's tokens without a collective."""
-        accum = self.cfg.train.grad_accum
-        return self.stage.step_tokens(range(step * accum, (step + 1) * accum))
+        accum = self.seam.cfg.train.grad_accum
+        return self.seam.step_tokens(range(step * accum, (step + 1) * accum))
 
-    def _steps_for_budget(self) -> int | None:
+    def _plan(self, cfg: TrainConfig, resume: bool) -> RunPlan:
         """Steps that reach train.max_tokens (or data.max_tokens, one pass over the budgeted data)."""
-        loop, data = self.cfg.train, self.cfg.data
+        loop, data = cfg.train, cfg.data
         if loop.max_tokens is None and data.max_tokens is None:
-            self.planned_tokens = sum(self._step_tokens(s) for s in range(loop.max_steps))
-            return None
+            tokens = sum(self._step_tokens(s) for s in range(loop.max_steps))
+            return RunPlan(resume, loop.max_steps, tokens)
         budget = loop.max_tokens if loop.max_tokens is not None else data.max_tokens
         assert budget is not None
         cap = loop.max_steps if loop.max_tokens is None else None
@@ -131,8 +148,7 @@ class Trainer:
         while total < budget and (cap is None or steps < cap):
             total += self._step_tokens(steps)
             steps += 1
-        self.planned_tokens = total
-        return steps
+        return RunPlan(resume, steps, total)
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         keys = sorted(sums)
@@ -159,8 +175,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         self.engine.train(False)
         sums: dict[str, torch.Tensor] = {}
-        for batch in self.stage.valid_batches(self.cfg.train.eval_batches):
-            for k, v in self.stage.forward_loss(self.engine, batch, training=False).stats.items():
+        for batch in self.seam.valid_batches(self.cfg.train.eval_batches):
+            for k, v in self.seam.forward_loss(self.engine, batch, training=False).stats.items():
                 sums[k] = sums.get(k, 0) + v
         self.engine.train(True)
         if not sums:
@@ -172,7 +188,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         self.engine.train(True)
         bar = tqdm(
-            total=cfg.train.max_steps,
+            total=self.plan.max_steps,
             initial=st.step,
             desc="train",
             disable=not (cfg.train.progress and dist.is_main()),
@@ -185,10 +201,10 @@ class Trainer:
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self.watchdog.arm()
         t_step = time.perf_counter()
-        while st.step < cfg.train.max_steps:
-            out = self.stage.forward_loss(self.engine, self.stage.train_batch(st.micro_index))
+        while st.step < self.plan.max_steps:
+            out = self.seam.forward_loss(self.engine, self.seam.train_batch(st.micro_index))
             st.micro_index += 1
-            loss = out.loss * float("nan") if self.faults.nan_loss(self.rank, st.step + 1) else out.loss
+            loss = self.hooks.loss(out.loss, self.rank, st.step + 1)
             bad |= ~torch.isfinite(loss.detach())  # a device flag: read once per step, in the agreement below
             self.engine.backward(loss)
             for k, v in out.stats.items():
@@ -211,8 +227,8 @@ class Trainer:
             st.train_seconds, t_step = st.train_seconds + (now - t_step), now
             bar.update(1)
             self._count_skip(skip)
-            self.faults.step_delay()
-            final = st.step == cfg.train.max_steps
+            self.hooks.after_step()
+            final = st.step == self.plan.max_steps
             stop = stop and not final  # a signal at the last step: finish, export and exit 0 instead
             if st.step % cfg.train.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
@@ -258,7 +274,7 @@ class Trainer:
             self.fingerprint,
             self.cfg.train.keep_checkpoints,
             self.identity,
-            during_save=lambda: self.faults.during_save(self.rank, st.step),
+            during_save=lambda: self.hooks.during_save(self.rank, st.step),
         )
 
     def _count_skip(self, skipped: bool) -> None:

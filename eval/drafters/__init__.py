@@ -1,7 +1,8 @@
 """Drafters: one file per draft architecture, all behind the `Drafter` protocol (`eval.drafters.base`).
 
 `load_drafter(path, target)` reads a draftforge export (its `head.architecture` picks the entry in
-`DRAFTERS`), a plain Hugging Face causal-LM directory (a stand-alone dense draft), or "random".
+`DRAFTERS`, keyed by the names of the draft specs in `train/drafts/`, so an alias such as scylla finds its
+spec's drafter), a plain Hugging Face causal-LM directory (a stand-alone dense draft), or "random".
 """
 
 from __future__ import annotations
@@ -18,21 +19,42 @@ from eval.drafters.dense import DenseDrafter, load_dense
 from eval.drafters.eagle import EagleDrafter, random_eagle_head
 from eval.drafters.eagle3 import Eagle3Drafter
 from eval.drafters.medusa import MedusaDrafter
-from train.modeling.draft.io import load_draft
+from train.modeling.draft.io import base_architecture, load_draft
 from train.modeling.target import FrozenTarget
 
-__all__ = ["CHAIN", "TREE", "DRAFTERS", "DraftSettings", "DraftTree", "Drafter", "NoDrafter", "load_drafter"]
+__all__ = [
+    "CHAIN",
+    "DRAFTERS",
+    "TREE",
+    "DraftSettings",
+    "DraftTree",
+    "Drafter",
+    "NoDrafter",
+    "drafter_class",
+    "load_drafter",
+]
 
 RANDOM_DRAFT = "random"
 
-# export architecture name -> drafter around the loaded head.
-DRAFTERS: dict[str, Callable[[nn.Module, FrozenTarget], Drafter]] = {
+# draft spec name -> the drafter class around a loaded head of that architecture.
+DRAFTERS: dict[str, type] = {
     "eagle": EagleDrafter,
     "eagle3": Eagle3Drafter,
-    "scylla": Eagle3Drafter,
     "medusa": MedusaDrafter,
+    "dense": DenseDrafter,
+}
+# How a drafter is made from an export's head, where that is not `cls(head, target)`.
+_FROM_EXPORT: dict[str, Callable[[nn.Module, FrozenTarget], Drafter]] = {
     "dense": lambda head, target: DenseDrafter(head.model),  # our export wraps the HF model
 }
+
+
+def drafter_class(architecture: str) -> type:
+    """The drafter for an export's `head.architecture` (an alias such as scylla maps to its spec)."""
+    name = base_architecture(architecture)
+    if name not in DRAFTERS:
+        raise ValueError(f"no eval drafter for architecture {architecture!r}; known: {sorted(DRAFTERS)}")
+    return DRAFTERS[name]
 
 
 def _check_export(path: str, head: nn.Module, meta: dict[str, Any], target: FrozenTarget) -> None:
@@ -60,9 +82,7 @@ def load_drafter(draft_path: str, target: FrozenTarget) -> tuple[Drafter, dict[s
     head, meta = load_draft(draft_path, target_fingerprint=target.fingerprint(), vocab_size=target.vocab_size)
     _check_export(draft_path, head, meta, target)
     arch = head.config.architecture
-    if arch not in DRAFTERS:
-        raise ValueError(
-            f"{draft_path}: no eval drafter for architecture {arch!r}; known: {sorted(DRAFTERS)}"
-        )
+    cls = drafter_class(arch)
+    make = _FROM_EXPORT.get(base_architecture(arch), cls)
     head = head.to(device=target.device, dtype=target.dtype).eval()
-    return DRAFTERS[arch](head, target), {**meta, "architecture": arch}
+    return make(head, target), {**meta, "architecture": arch}

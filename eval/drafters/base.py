@@ -9,10 +9,10 @@ draft (its weights, its own cache, how it turns verified context into proposals)
     drafter.select_rows(rows)                   # rows that finished leave the batch
 
 A new draft architecture is one file with a class satisfying this protocol plus an entry in
-`eval.drafters.DRAFTERS`: EAGLE-1/2 (`eagle.py`), a stand-alone HF causal LM (`dense.py`); an EAGLE-3 head
+`eval.drafters.DRAFTERS` under its draft spec's name (train/drafts/): EAGLE-1/2 (`eagle.py`), a stand-alone HF causal LM (`dense.py`); an EAGLE-3 head
 sets `feature_layers` to its low/mid/high layers and maps its reduced vocabulary through d2t before
-returning tokens; Medusa reads `feature_layers=(-1,)`, keeps no cache, and returns
-`static_tree(per-head top-k, paths)` from `eval.drafters.trees`.
+returning tokens; Medusa reads `feature_layers=(-1,)`, keeps no cache, and searches its dynamic tree over
+its heads' distributions (`eval.drafters.trees.dynamic_tree`). Every drafter serves both shapes.
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ class Drafter(Protocol):
     # Which of the target's `hidden_states` the drafter reads, concatenated on the last dim in this order
     # (-1 = after the final norm, what the LM head reads). () = token ids only.
     feature_layers: tuple[int, ...]
-    can_tree: bool  # False: only chains (or static trees) make sense for this drafter
 
     def start(self, batch: int) -> None:
         """Forget everything: a new batch of `batch` rows begins (its prompt comes through observe)."""
@@ -93,7 +92,6 @@ class NoDrafter:
     speculative decoding is timed against (same engine, same masks and caches)."""
 
     feature_layers: tuple[int, ...] = ()
-    can_tree = True
 
     def start(self, batch: int) -> None:
         pass

@@ -27,7 +27,6 @@ def load_dense(path: str, target: FrozenTarget) -> nn.Module:
 
 class DenseDrafter:
     feature_layers: tuple[int, ...] = ()
-    can_tree = True
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -1,7 +1,9 @@
 """Medusa drafter: K heads on the target's last verified hidden state propose the K tokens after the root.
 
 Head k's proposals do not depend on the tokens chosen by heads < k (that is Medusa's design), so a chain is
-each head's top token and a tree is a static shape filled from each head's top-k list. No draft cache.
+each head's top token, and a tree is EAGLE-2's dynamic tree over the heads' distributions: every node at
+depth d gets head d's top-k tokens as children, and the `budget` nodes of highest path probability (the
+product of the heads' probabilities along the path) are kept. No draft cache.
 """
 
 from __future__ import annotations
@@ -10,18 +12,12 @@ import torch
 from torch import nn
 
 from eval.drafters.base import CHAIN, DraftSettings, DraftTree
-from eval.drafters.trees import static_tree
+from eval.drafters.trees import dynamic_tree
 from train.modeling.target import FrozenTarget
-
-
-def medusa_paths(depth: int, topk: int) -> list[tuple[int, ...]]:
-    """A spine of top-1 choices with a fan of the top-k at every depth: depth * topk nodes."""
-    return [(0,) * d + (i,) for d in range(depth) for i in range(topk)]
 
 
 class MedusaDrafter:
     feature_layers: tuple[int, ...] = (-1,)
-    can_tree = False  # no dynamic tree: heads cannot condition on a drafted parent; static trees only
 
     def __init__(self, heads: nn.Module, target: FrozenTarget) -> None:
         self.heads, self.target = heads, target
@@ -52,9 +48,15 @@ class MedusaDrafter:
                 tokens = torch.multinomial(q.flatten(0, 1), 1, generator=gen).view(b, k)
             ar = torch.arange(k, device=root.device)
             return DraftTree(tokens, (ar - 1).expand(b, k).clone(), (ar + 1).expand(b, k).clone(), q)
-        depth, topk = min(settings.depth, k_heads), settings.topk
-        candidates = logits[:, :depth].topk(topk, dim=-1).indices  # (B, D, topk)
-        return static_tree(candidates, medusa_paths(depth, topk))
+
+        def children(
+            tokens: torch.Tensor, parent: torch.Tensor, visible: torch.Tensor, depth: int
+        ) -> torch.Tensor:
+            # The children of any node at `depth` come from head `depth`, whatever the node's own token.
+            return logits[:, depth, None].expand(-1, tokens.shape[1], -1)
+
+        depth = min(settings.depth, k_heads)  # head k proposes depth k+1: no head, no deeper level
+        return dynamic_tree(logits[:, 0], children, depth, settings.topk, settings.budget)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         self.last = self.last.index_select(0, rows)

@@ -18,7 +18,6 @@ from train.modeling.target import FrozenTarget
 
 class TargetDrafter:
     feature_layers: tuple[int, ...] = ()
-    can_tree = True
 
     def __init__(self, target: FrozenTarget, distort: float = 1.0) -> None:
         self.target, self.distort = target, distort

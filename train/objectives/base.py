@@ -1,4 +1,4 @@
-"""What every draft objective returns, and the signature the stages call."""
+"""What every draft objective returns, the signature the loss seam calls, and the settings it reads."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from train.config import TrainConfig
 from train.modeling.target import FrozenTarget, TargetFeatures
+from train.settings import DraftConfig, StageConfig
 
 
 @dataclass
@@ -33,10 +33,20 @@ class Objective(Protocol):
     ) -> LossOutput: ...
 
 
+class LossSettings(Protocol):
+    """The part of the run config an objective reads (a `TrainConfig` is one)."""
+
+    @property
+    def stage(self) -> StageConfig: ...
+
+    @property
+    def draft(self) -> DraftConfig: ...
+
+
 class ObjectiveSettings:
     """The loss settings every objective reads from the run config, in one place."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: LossSettings) -> None:
         st = cfg.stage
         self.feature_weight = st.feature_weight
         self.token_weight = st.token_weight

@@ -112,10 +112,6 @@ class Eagle3Head(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(len(self.layers))
 
-    def fuse(self, layer_features: torch.Tensor) -> torch.Tensor:
-        """(B, T, n_fused * H) concatenated target layers -> (B, T, H) step-0 feature."""
-        return self.fc(layer_features)
-
     def forward(
         self,
         input_embeds: torch.Tensor,

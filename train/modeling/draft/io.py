@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from train.modeling.draft.registry import head_class
+from train.drafts import spec_for
 
 EXPORT_FORMAT = "draftforge-export/1"
 
@@ -40,6 +40,12 @@ def save_draft(
     return out_dir
 
 
+def base_architecture(name: str) -> str:
+    """The draft spec an architecture name belongs to: itself, or the spec it is an alias of (scylla ->
+    eagle3). Eval keys its drafters by these names."""
+    return spec_for(name).name
+
+
 def read_export_config(path: str | Path) -> dict:
     path = Path(path)
     cfg_file = path / "config.json"
@@ -58,7 +64,7 @@ def load_draft(
     path = Path(path)
     config = read_export_config(path)
     head_cfg = dict(config["head"])
-    cls = head_class(head_cfg["architecture"])
+    cls = spec_for(head_cfg["architecture"]).head
     head = cls(cls.config_class(**head_cfg))
     if vocab_size is not None and head_cfg.get("vocab_size") not in (None, 0, vocab_size):
         raise ValueError(

@@ -1,0 +1,90 @@
+"""EAGLE-3, and Scylla (its deep variant: the same head with N decoder layers, the capacity axis of the
+scaling laws): fused low/mid/high target layers, a reduced draft vocabulary, training-time test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from data.draft_vocab import build_maps, load_vocab, save_vocab
+from train import distributed as dist
+from train.drafts.base import BuildContext, DraftSpec, embedding_params, register
+from train.modeling.draft.dims import attention_dims
+from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+from train.modeling.target import FrozenTarget
+from train.objectives.eagle3 import Eagle3Objective
+from train.settings import DraftConfig
+
+
+def default_feature_layers(num_layers: int) -> list[int]:
+    """Low, middle and high target layers (hidden_states indices), as EAGLE-3 fuses them."""
+    return sorted({1, max(1, num_layers // 2), max(1, num_layers - 1)})
+
+
+def draft_vocab(cfg: DraftConfig, target: FrozenTarget, size: int, ctx: BuildContext) -> torch.Tensor:
+    """Load the d2t map, or build it from the training data's token counts (same on every rank), save it."""
+    tok = target.tokenizer
+    if cfg.vocab_path:
+        d2t, _ = load_vocab(cfg.vocab_path, tok)
+        if len(d2t) != size:
+            raise ValueError(f"draft.vocab_path={cfg.vocab_path} has {len(d2t)} tokens, expected {size}")
+        return d2t
+    # Counted over the tokens the draft is trained to predict (the loss mask), in the run's own data.
+    d2t, t2d, coverage = build_maps(ctx.token_counts(), size, tok.all_special_ids)
+    out = Path(ctx.output_dir) / "draft_vocab.safetensors"
+    if dist.is_main():
+        save_vocab(out, d2t, t2d, tok, {"size": size, "coverage": f"{coverage:.6f}"})
+    dist.print0(f"[train] draft vocabulary: {size} tokens cover {coverage:.1%} of training tokens -> {out}")
+    return d2t
+
+
+def build(cfg: DraftConfig, target: FrozenTarget, ctx: BuildContext) -> nn.Module:
+    vocab = target.vocab_size
+    size = cfg.draft_vocab_size or vocab
+    dims = attention_dims(
+        target.model.config, cfg.num_layers, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads
+    )
+    head = Eagle3Head(
+        Eagle3HeadConfig(
+            **dims,
+            vocab_size=vocab,
+            draft_vocab_size=size,
+            feature_layers=list(cfg.feature_layers or default_feature_layers(target.num_layers)),
+            architecture=cfg.name,
+            layout=cfg.layout,
+        )
+    )
+    if size < vocab:
+        head.d2t.copy_(draft_vocab(cfg, target, size, ctx))
+    # Start the head's LM head from the target's rows for its vocabulary: a far better start than random.
+    with torch.no_grad():
+        head.lm_head.weight.copy_(target.lm_head.weight[head.d2t].float())
+    return head
+
+
+SPEC = register(
+    DraftSpec(
+        name="eagle3",
+        aliases=("scylla",),  # conf/draft/scylla.yaml: the same spec, two decoder layers by default
+        head=Eagle3Head,
+        build=build,
+        objective=Eagle3Objective,
+        fields=frozenset(
+            {
+                "num_layers",
+                "intermediate_size",
+                "num_heads",
+                "num_kv_heads",
+                "feature_layers",
+                "layout",
+                "draft_vocab_size",
+                "vocab_path",
+                "ttt_steps",
+                "ttt_decay",
+            }
+        ),
+        frozen_shared_params=embedding_params,  # its own (reduced) LM head is trained
+    )
+)
