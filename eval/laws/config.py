@@ -25,16 +25,16 @@ class PointEvalConfig:
 
 @dataclass
 class PointConfig:
-    sweep: str = "tiny"  # results folder and W&B group
+    name: str = "tiny"  # the sweep: results folder and W&B group
     axis: str = "tokens"  # tokens | depth | batch: the law this point samples
-    target: str = "tiny-llama"  # conf/target option
-    draft: str = "scylla"  # conf/draft option
+    target_name: str = "tiny-llama"  # conf/target option
+    draft_name: str = "scylla"  # conf/draft option
     depth: int = 2  # draft.num_layers
     tokens: int = 100000  # train.max_tokens
     nproc: int = 2  # training ranks
     train: list[str] = field(default_factory=list)  # more `python -m train` overrides
     eval: PointEvalConfig = field(default_factory=PointEvalConfig)
-    logger: str = "wandb"  # wandb | none
+    tracking: str = "wandb"  # wandb | none: the W&B run of each point
     output_root: str = "outputs/sweeps/tiny"
 
     def __post_init__(self) -> None:
@@ -48,18 +48,18 @@ class PointConfig:
 
     def train_overrides(self) -> list[str]:
         """What defines the trained draft; points that agree on these share one training run."""
-        return [f"target={self.target}", f"draft={self.draft}", f"draft.num_layers={self.depth}",
+        return [f"target={self.target_name}", f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
                 f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
 
     @property
     def train_key(self) -> str:
         digest = _digest(self.train_overrides())
-        return f"{self.draft}-d{self.depth}-t{self.tokens}-{digest}"
+        return f"{self.draft_name}-d{self.depth}-t{self.tokens}-{digest}"
 
     @property
     def eval_key(self) -> str:
         e = self.eval
-        return _digest([self.target, e.batch_size, e.overrides])
+        return _digest([self.target_name, e.batch_size, e.overrides])
 
     @property
     def point_id(self) -> str:

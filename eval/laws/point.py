@@ -31,11 +31,9 @@ EVAL_SECONDS = "eval_seconds.txt"
 
 
 def train_command(cfg: PointConfig, out: Path) -> list[str]:
-    overrides = [*cfg.train_overrides(), f"output_dir={out}", f"run_name={cfg.sweep}-{cfg.train_key}",
-                 f"logger.group=sweep-{cfg.sweep}", "resume=true"]  # fmt: skip
-    if cfg.nproc == 1:
-        # A single process without a launcher still needs the rendezvous variables (train.distributed).
-        return [sys.executable, "-m", "train", *overrides]
+    overrides = [*cfg.train_overrides(), f"output_dir={out}", f"run_name={cfg.name}-{cfg.train_key}",
+                 f"logger.group=sweep-{cfg.name}", "resume=true"]  # fmt: skip
+    # torchrun also for one rank: it sets the rendezvous variables a single process would otherwise need.
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
             "-m", "train", *overrides]  # fmt: skip
 
@@ -55,7 +53,7 @@ def eval_runs(cfg: PointConfig) -> dict[str, list[str]]:
 def eval_config(cfg: PointConfig, overrides: list[str], export: Path, out: Path) -> EvalConfig:
     """The same schema `python -m eval` fills, built without a second Hydra app inside this one."""
     base = OmegaConf.create({
-        "target": OmegaConf.load(CONF_DIR / "target" / f"{cfg.target}.yaml"),
+        "target": OmegaConf.load(CONF_DIR / "target" / f"{cfg.target_name}.yaml"),
         "logger": {"name": "none"}, "draft_path": str(export), "output_dir": str(out), "progress": False,
         "batch_sizes": [cfg.eval.batch_size],
     })  # fmt: skip
@@ -96,8 +94,8 @@ def run_point(cfg: PointConfig) -> dict[str, Any]:
         print(f"[sweep] {cfg.point_id}: training -> {train_dir}", flush=True)
         subprocess.run(train_command(cfg, train_dir), check=True)
     evals, seconds = run_evals(cfg, export, root)
-    point = {"point_id": cfg.point_id, "sweep": cfg.sweep, "axis": cfg.axis, "target": cfg.target,
-             "draft": cfg.draft, "depth": cfg.depth, "target_tokens": cfg.tokens,
+    point = {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target_name,
+             "draft": cfg.draft_name, "depth": cfg.depth, "target_tokens": cfg.tokens,
              "batch_size": cfg.eval.batch_size, "train_key": cfg.train_key}  # fmt: skip
     record = build_record(point, export, evals, seconds)
     record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +110,7 @@ def run_point(cfg: PointConfig) -> dict[str, Any]:
 
 def log_record(cfg: PointConfig, record: dict[str, Any], run_dir: Path) -> None:
     """One W&B run per point, grouped by sweep; the numbers as summary, so W&B tables the sweep."""
-    lcfg = LoggerConfig(name=cfg.logger, run_name=cfg.point_id, group=f"sweep-{cfg.sweep}", tags=[cfg.axis])
+    lcfg = LoggerConfig(name=cfg.tracking, run_name=cfg.point_id, group=f"sweep-{cfg.name}", tags=[cfg.axis])
     logger = make_logger(lcfg, run_dir, {"point": record["point_id"], "axis": cfg.axis}, is_main=True)
     try:
         flat = {k: v for k, v in flatten(record).items() if isinstance(v, int | float)}
