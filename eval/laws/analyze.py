@@ -81,6 +81,10 @@ def fit_laws(
     any_rec = next(iter(records), {})
     out["target_params"] = any_rec.get("target_params")
     out["ttt_steps"] = any_rec.get("ttt_steps")
+    # tau <= deepest verified draft token + 1 (the bonus): the number of acceptance positions reported.
+    shape = y_path.rpartition("/")[0]
+    depths = [sum(k.startswith("acceptance_at_") for k in r["results"].get(shape, {})) for r in records]
+    out["max_tau"] = 1 + max(depths, default=0) if any(depths) else None
     out["batch"] = batch_table(records)
     out["_fits"] = fits  # dropped before writing; plots use them
     return out
