@@ -10,6 +10,7 @@ import numpy as np
 
 from eval.laws.batch import batch_table
 from eval.laws.fit import Fit, best_form, compare_forms, fit_form
+from eval.laws.forms import FORMS
 from eval.laws.joint import fit_joint
 from eval.laws.records import FLOPS_FORMULA
 
@@ -111,6 +112,8 @@ def summary_lines(laws: dict[str, Any]) -> list[str]:
             lines.append(f"{law}: skipped ({entry['skipped']})")
             continue
         lines.append(f"{law} law ({entry['y']} vs {entry['x']}), best by leave-one-out: {entry['best']}")
+        for name in FORMS.keys() - entry["forms"].keys():
+            lines.append(f"  {name:15s} not fitted (too few distinct points, or the solver did not converge)")
         for name, f in entry["forms"].items():
             ps = ", ".join(
                 f"{k}={v:.4g} [{f['ci95'][k][0]:.4g}, {f['ci95'][k][1]:.4g}]" for k, v in f["params"].items()
