@@ -32,6 +32,9 @@ class PointConfig:
     depth: int = 2  # draft.num_layers
     tokens: int = 100000  # train.max_tokens
     nproc: int = 2  # training ranks
+    # Warmup as a fraction of the run's optimizer steps, so every budget's schedule has the same shape;
+    # ignored when `train` sets optim.warmup_steps itself.
+    warmup_fraction: float = 0.05
     train: list[str] = field(default_factory=list)  # more `python -m train` overrides
     eval: PointEvalConfig = field(default_factory=PointEvalConfig)
     tracking: str = "wandb"  # wandb | none: the W&B run of each point
@@ -46,10 +49,14 @@ class PointConfig:
         if bad:
             raise ValueError(f"eval.modes: {bad} not in (chain, tree)")
 
-    def train_overrides(self) -> list[str]:
+    def train_overrides(self, tokens_per_step: int | None = None) -> list[str]:
         """What defines the trained draft; points that agree on these share one training run."""
-        return [f"target={self.target_name}", f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
-                f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
+        out = [f"target={self.target_name}", f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
+               f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
+        if tokens_per_step and not any(o.startswith("optim.warmup_steps=") for o in self.train):
+            steps = -(-self.tokens // tokens_per_step)
+            out.append(f"optim.warmup_steps={max(1, round(self.warmup_fraction * steps))}")
+        return out
 
     @property
     def train_key(self) -> str:

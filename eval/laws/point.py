@@ -30,8 +30,17 @@ register_resolvers()
 EVAL_SECONDS = "eval_seconds.txt"
 
 
+def tokens_per_step(cfg: PointConfig) -> int:
+    """Target tokens of one optimizer step of the point's training run (packed text has no padding), from the
+    training config composed as `python -m train` would (the compose API works inside a Hydra app)."""
+    from hydra import compose
+
+    run = compose("train", overrides=cfg.train_overrides())
+    return cfg.nproc * run.train.micro_batch_size * run.train.grad_accum * run.data.seq_len
+
+
 def train_command(cfg: PointConfig, out: Path) -> list[str]:
-    overrides = [*cfg.train_overrides(), f"output_dir={out}", f"run_name={cfg.name}-{cfg.train_key}",
+    overrides = [*cfg.train_overrides(tokens_per_step(cfg)), f"output_dir={out}", f"run_name={cfg.name}-{cfg.train_key}",
                  f"logger.group=sweep-{cfg.name}", "resume=true"]  # fmt: skip
     # torchrun also for one rank: it sets the rendezvous variables a single process would otherwise need.
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
