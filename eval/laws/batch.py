@@ -8,6 +8,9 @@ compute-bound, so the best tree shrinks as B grows. This module reads that from 
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 SHAPE_PREFIX = "t0/"
@@ -60,3 +63,35 @@ def format_batch_table(rows: list[dict[str, Any]]) -> str:
             )
         lines.append(f"{r['batch_size']:>5}  " + "".join(cells) + f"   {r['best_shape']}")
     return "\n".join(lines)
+
+
+def rows_from_eval_dirs(named: dict[str, Path]) -> list[dict[str, Any]]:
+    """The same table from plain eval runs (`python -m eval ... batch_sizes=[1,2,...,64]`), one per decoding
+    shape: {"tree-s8": outputs/eval/s8, "chain": outputs/eval/chain, ...}."""
+    by_bs: dict[int, dict[str, Any]] = {}
+    for shape, folder in named.items():
+        data = json.loads((Path(folder) / "results.json").read_text())
+        for bs, scopes in data["by_batch_size"].items():
+            by_bs.setdefault(int(bs), {})[shape] = scopes["all"]
+    rows = []
+    for bs in sorted(by_bs):
+        rec = {"axis": "batch", "batch_size": bs, "depth": None,
+               "results": {f"{SHAPE_PREFIX}{k}": v for k, v in by_bs[bs].items()}}  # fmt: skip
+        rows += batch_table([rec])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m eval.laws.batch", description=main.__doc__)
+    p.add_argument(
+        "runs", nargs="+", help="SHAPE=EVAL_DIR, e.g. tree-s8=outputs/eval/s8 chain=outputs/eval/c"
+    )
+    args = p.parse_args(argv)
+    named = dict(r.split("=", 1) for r in args.runs)
+    print(format_batch_table(rows_from_eval_dirs({k: Path(v) for k, v in named.items()})))
+
+
+main.__doc__ = "Speed-up and the best decoding shape per batch size from eval runs over batch_sizes."
+
+if __name__ == "__main__":
+    main()
