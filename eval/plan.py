@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.tau is None) == (args.compute is None):
         p.error("give exactly one of --tau or --compute")
-    laws = Laws.from_json(json.loads(args.laws.read_text()))
+    try:
+        laws = Laws.from_json(json.loads(args.laws.read_text()))
+    except ValueError as err:
+        raise SystemExit(f"[plan] {args.laws}: {err}") from None
     if args.tau is not None:
         try:
             rows = tokens_for_tau(laws, args.tau, args.depths, args.max_extrapolation)
@@ -47,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
             f"cheapest: depth {best['depth']}, {best['tokens']:.3g} tokens, {best['train_flops']:.3g} FLOPs"
         )
         return
-    rows = best_for_budget(laws, args.compute, args.batch, args.depths)
+    try:
+        rows = best_for_budget(laws, args.compute, args.batch, args.depths)
+    except ValueError as err:
+        raise SystemExit(f"[plan] {err}") from None
     used = rows[0]["measured_batch"]
     print(
         f"compute {args.compute:.3g} FLOPs, batch {args.batch} (costs measured at batch {used}); best first:"
