@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     print(format_batch_table(laws["batch"]))
     print(f"wrote {args.sweep_dir / LAWS_JSON} and {', '.join(str(p) for p in plots.values())}")
     if not args.no_wandb:
-        log_wandb(args.sweep_dir, laws, plots)
+        log_wandb(args.sweep_dir, laws, plots, records)
 
 
-def log_wandb(sweep_dir: Path, laws: dict, plots: dict[str, Path]) -> None:
+def log_wandb(sweep_dir: Path, laws: dict, plots: dict[str, Path], records: list[dict]) -> None:
+    """One W&B run per fit: R^2 per law, the whole results table, the plots."""
+    from eval.laws.records import flatten
     from train.tracking import LoggerConfig, make_logger
 
     cfg = LoggerConfig(run_name=f"laws-{sweep_dir.name}", group=f"sweep-{sweep_dir.name}", tags=["laws"])
@@ -46,6 +48,9 @@ def log_wandb(sweep_dir: Path, laws: dict, plots: dict[str, Path]) -> None:
         logger.summary(
             {f"laws/{law}/r2": e["forms"][e["best"]]["r2"] for law, e in laws["laws"].items() if "best" in e}
         )
+        flat = [flatten(r) for r in records]
+        cols = list(dict.fromkeys(c for r in flat for c in r))
+        logger.log_table("laws/results", cols, [[r.get(c) for c in cols] for r in flat])
         for key, path in plots.items():
             logger.log_image(f"laws/{key}", path)
     finally:
