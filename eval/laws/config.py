@@ -1,0 +1,91 @@
+"""Typed, strict schema of one sweep point (conf/sweep/point.yaml); converted once, in `eval.laws.point`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+AXES = ("tokens", "depth", "batch")
+
+
+@dataclass
+class PointEvalConfig:
+    """How a point's draft is decoded; every (temperature, mode) pair is one `eval` run."""
+
+    temperatures: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    modes: list[str] = field(default_factory=lambda: ["chain", "tree"])
+    batch_size: int = 1  # the batch-size axis
+    tree_budgets: list[int] = field(default_factory=list)  # extra tree sizes decoded at temperature 0
+    overrides: list[str] = field(default_factory=list)  # more `python -m eval` keys (dotted)
+
+
+@dataclass
+class PointConfig:
+    name: str = "tiny"  # the sweep: results folder and W&B group
+    axis: str = "tokens"  # tokens | depth | batch: the law this point samples
+    target_name: str = "tiny-llama"  # conf/target option
+    draft_name: str = "scylla"  # conf/draft option
+    depth: int = 2  # draft.num_layers
+    tokens: int = 100000  # train.max_tokens
+    nproc: int = 2  # training ranks
+    # Warmup as a fraction of the run's optimizer steps, so every budget's schedule has the same shape;
+    # ignored when `train` sets optim.warmup_steps itself.
+    warmup_fraction: float = 0.05
+    train: list[str] = field(default_factory=list)  # more `python -m train` overrides
+    eval: PointEvalConfig = field(default_factory=PointEvalConfig)
+    tracking: str = "wandb"  # wandb | none: the W&B run of each point
+    output_root: str = "outputs/sweeps/tiny"
+
+    def __post_init__(self) -> None:
+        if self.axis not in AXES:
+            raise ValueError(f"axis={self.axis!r}: expected one of {AXES}")
+        if min(self.depth, self.tokens, self.nproc, self.eval.batch_size) < 1:
+            raise ValueError("depth, tokens, nproc and eval.batch_size must be >= 1")
+        bad = [m for m in self.eval.modes if m not in ("chain", "tree")]
+        if bad:
+            raise ValueError(f"eval.modes: {bad} not in (chain, tree)")
+
+    def train_overrides(self, tokens_per_step: int | None = None) -> list[str]:
+        """What defines the trained draft; points that agree on these share one training run."""
+        out = [f"target={self.target_name}", f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
+               f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
+        if tokens_per_step and not any(o.startswith("optim.warmup_steps=") for o in self.train):
+            steps = -(-self.tokens // tokens_per_step)
+            out.append(f"optim.warmup_steps={max(1, round(self.warmup_fraction * steps))}")
+        return out
+
+    @property
+    def train_key(self) -> str:
+        digest = _digest(self.train_overrides())
+        return f"{self.draft_name}-d{self.depth}-t{self.tokens}-{digest}"
+
+    @property
+    def eval_key(self) -> str:
+        e = self.eval
+        return _digest([self.target_name, e.batch_size, e.overrides])
+
+    @property
+    def point_id(self) -> str:
+        """One row of the results table: the axis it samples, what was trained, how it was decoded."""
+        return f"{self.axis}-{self.train_key}-b{self.eval.batch_size}-{_digest(asdict(self.eval))}"
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def to_point_config(cfg: DictConfig | dict) -> PointConfig:
+    """Merge onto the schema (an unknown key fails, named) and build the dataclasses."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    data.pop("hydra", None)
+    data.pop("grid", None)
+    try:
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PointConfig), data))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"sweep point config: {err}") from None
+    assert isinstance(obj, PointConfig)
+    return obj

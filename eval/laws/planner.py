@@ -1,0 +1,149 @@
+"""Questions answered from fitted laws (laws.json from `python -m eval.laws`) and measured costs.
+
+1. tokens_for_tau: how many pretraining tokens, at each depth, for a target tau; the cheapest in training
+   FLOPs wins. Inverts the joint law tau = a + b ln T + c ln P for T, per bootstrap refit, so the answer
+   carries a 95 % interval.
+2. best_for_budget: for training compute C and serving batch size B, the (depth, tokens, decoding shape)
+   with the highest predicted throughput. Tokens follow from C at each depth (C / FLOPs-per-token); tau from
+   the joint law; each measured decoding shape s at batch B scales that tau by tau_s / tau_tree as measured
+   on the batch-axis draft, and costs draft_ms (scaled by P / P_measured: draft forwards are linear in its
+   parameters) + verify_ms; speed-up = tau * baseline_step_ms / (draft_ms + verify_ms), throughput =
+   speed-up * B / baseline_step_ms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+CI = (2.5, 97.5)
+DEFAULT_MAX_EXTRAPOLATION = 1000.0  # refuse answers needing more than 1000x the largest measured budget
+
+
+class Unreachable(ValueError):
+    """The asked-for tau cannot be had from these laws; the message says why."""
+
+
+@dataclass
+class Laws:
+    coef: np.ndarray  # joint law (a, b, c)
+    boot: np.ndarray  # bootstrap refits, rows of (a, b, c)
+    capacity: dict[int, float]  # depth -> trainable parameters (measured)
+    target_params: float
+    ttt_steps: int
+    max_tau: float  # tau cannot exceed the deepest verified path + 1
+    max_tokens_measured: float
+    batch: list[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Laws:
+        joint = data.get("joint") or {}
+        if "params" not in joint:
+            raise ValueError(f"laws file has no joint law ({joint.get('skipped', 'not fitted')}): run the "
+                             "tokens and depth axes of the sweep first")  # fmt: skip
+        p = joint["params"]
+        return cls(
+            coef=np.array([p["a"], p["b"], p["c"]]),
+            boot=np.array(joint["boot_params"]),
+            capacity={int(d): float(v) for d, v in data["capacity_map"].items()},
+            target_params=float(data["target_params"]),
+            ttt_steps=int(data.get("ttt_steps") or 1),
+            max_tau=float(data.get("max_tau") or math.inf),
+            max_tokens_measured=float(max(joint["tokens"])),
+            batch=data.get("batch") or [],
+        )
+
+    def params_at(self, depth: int) -> float:
+        """Trainable parameters at a depth: measured, or the line through the measured depths."""
+        if depth in self.capacity:
+            return self.capacity[depth]
+        if len(self.capacity) < 2:
+            raise ValueError(f"depth {depth}: not measured, and one measured depth cannot be extrapolated")
+        d, p = zip(*sorted(self.capacity.items()), strict=True)
+        slope, icpt = np.polyfit(d, p, 1)
+        return float(icpt + slope * depth)
+
+    def flops_per_token(self, depth: int) -> float:
+        return 6 * self.params_at(depth) * self.ttt_steps + 2 * self.target_params
+
+    def tau(self, tokens, params, coef: np.ndarray | None = None):
+        a, b, c = self.coef if coef is None else coef
+        return a + b * np.log(tokens) + c * np.log(params)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(values, CI)
+    return float(lo), float(hi)
+
+
+def tokens_for_tau(laws: Laws, tau: float, depths: list[int],
+                   max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per depth that can reach tau, cheapest training FLOPs first; Unreachable if none can."""
+    if tau <= 1.0:
+        raise Unreachable(f"tau={tau}: tau counts the bonus token, so every draft has tau >= 1; ask for more")
+    if tau >= laws.max_tau:
+        raise Unreachable(f"tau={tau}: the measured decoding shape verifies at most {laws.max_tau - 1:.0f} "
+                          f"draft tokens per step, so tau < {laws.max_tau:g} whatever the training")  # fmt: skip
+    a, b, c = laws.coef
+    if b <= 0:
+        raise Unreachable(
+            f"the fitted law does not grow with tokens (b={b:.3g} <= 0): no budget reaches tau={tau}"
+        )
+    limit = laws.max_tokens_measured * max_extrapolation
+    rows, why = [], []
+    for depth in depths:
+        p = laws.params_at(depth)
+        tokens = math.exp((tau - a - c * math.log(p)) / b)
+        if tokens > limit:
+            why.append(f"depth {depth}: needs {tokens:.3g} tokens, more than {max_extrapolation:g}x the largest "
+                       f"measured budget ({laws.max_tokens_measured:.3g})")  # fmt: skip
+            continue
+        boot = laws.boot[laws.boot[:, 1] > 0]
+        samples = np.exp((tau - boot[:, 0] - boot[:, 2] * math.log(p)) / boot[:, 1])
+        rows.append({"depth": depth, "params": p, "tokens": tokens, "tokens_ci95": _interval(samples),
+                     "train_flops": tokens * laws.flops_per_token(depth),
+                     "beyond_measured": tokens > laws.max_tokens_measured})  # fmt: skip
+    if not rows:
+        raise Unreachable(f"tau={tau} is out of reach of the fitted law within its range: " + "; ".join(why))
+    return sorted(rows, key=lambda r: r["train_flops"])
+
+
+def _batch_row(laws: Laws, batch: int) -> dict[str, Any]:
+    """The measured batch size nearest to `batch` (in log scale); the planner says which one it used."""
+    if not laws.batch:
+        raise ValueError("laws file has no batch-axis measurements: run the batch axis of the sweep first")
+    return min(laws.batch, key=lambda r: abs(math.log(r["batch_size"]) - math.log(batch)))
+
+
+def best_for_budget(laws: Laws, compute: float, batch: int, depths: list[int]) -> list[dict[str, Any]]:
+    """Every (depth, shape) at training compute `compute` (FLOPs) and serving batch `batch`, best first."""
+    row = _batch_row(laws, batch)
+    base_ms = row["baseline_step_ms"]
+    p_ref = laws.params_at(row["depth"])
+    ref_tau = (row["shapes"].get("tree") or {}).get("tau")
+    if not ref_tau:
+        raise ValueError(f"batch {row['batch_size']}: no default-tree tau measured to scale the shapes by")
+    out = []
+    for depth in depths:
+        p = laws.params_at(depth)
+        tokens = compute / laws.flops_per_token(depth)
+        tau_law = laws.tau(tokens, p)
+        tau_boot = laws.tau(tokens, p, laws.boot.T)
+        for shape, m in row["shapes"].items():
+            if not (m.get("tau") and m.get("draft_ms") is not None and m.get("verify_ms") is not None):
+                continue
+            scale = m["tau"] / ref_tau
+            cost = m["draft_ms"] * p / p_ref + m["verify_ms"]
+            speed = np.maximum(tau_boot * scale, 1.0) * base_ms / cost
+            point = max(tau_law * scale, 1.0) * base_ms / cost
+            out.append({"depth": depth, "tokens": tokens, "shape": shape, "tau": max(tau_law * scale, 1.0),
+                        "speedup": point, "speedup_ci95": _interval(speed),
+                        "tokens_per_s": point * row["batch_size"] * 1e3 / base_ms,
+                        "measured_batch": row["batch_size"],
+                        "beyond_measured": tokens > laws.max_tokens_measured})  # fmt: skip
+    if not out:
+        raise ValueError(f"batch {row['batch_size']}: no decoding shape with measured tau and costs")
+    return sorted(out, key=lambda r: -r["tokens_per_s"])

@@ -1,0 +1,63 @@
+"""From a results table to laws.json: the three laws, the joint law, the hold-out check, the batch table,
+and the planner reading what the fitter wrote (records shaped as eval.laws.point writes them)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from eval.laws.__main__ import main as laws_main
+from eval.laws.planner import Laws, tokens_for_tau
+from eval.laws.records import append_record, read_table
+
+P_OF_DEPTH = {1: 1.2e6, 2: 2.4e6, 4: 4.8e6, 8: 9.6e6}
+
+
+def _record(axis: str, depth: int, tokens: int, batch: int, tau: float, shapes: dict) -> dict:
+    acc = {f"acceptance_at_{i}": max(0.0, min(1.0, (tau - 1) / 5 + 0.05 * (3 - i))) for i in range(1, 6)}
+    results = {"t0/tree": {"tau": tau, **acc, "speedup": 1.2 / (1 + batch / 64), "draft_ms": 1.0 * depth, "verify_ms": 2.0,
+                           "baseline_step_ms": 2.0}}  # fmt: skip
+    results["t0/chain"] = {"tau": tau * 0.9, **{k: v for k, v in acc.items() if k != "acceptance_at_5"}}
+    results.update(shapes)
+    key = f"d{depth}-t{tokens}"
+    return {
+        "point_id": f"{axis}-{key}-b{batch}", "sweep": "syn", "axis": axis, "target": "tiny-llama",
+        "draft": "scylla", "depth": depth, "batch_size": batch, "train_key": key, "config_fingerprint": key,
+        "target_tokens": tokens, "tokens_seen": tokens, "trainable_params": P_OF_DEPTH[depth],
+        "target_params": 4.2e6, "ttt_steps": 3, "train_flops": 1.0, "train_seconds": 1.0, "eval_seconds": 1.0,
+        "results": results,
+    }  # fmt: skip
+
+
+def _tau(tokens: float, depth: int, noise: float) -> float:
+    return 0.2 + 0.15 * np.log(tokens) + 0.1 * np.log(P_OF_DEPTH[depth] / 1e6) + noise
+
+
+def test_fit_cli_writes_laws_the_planner_reads(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "syn"
+    for t in (25_000, 50_000, 100_000, 200_000, 400_000, 800_000):
+        append_record(root, _record("tokens", 2, t, 1, _tau(t, 2, rng.normal(0, 0.01)), {}))
+    for d in (1, 2, 4, 8):
+        append_record(root, _record("depth", d, 200_000, 1, _tau(200_000, d, rng.normal(0, 0.01)), {}))
+    for b, speed in ((1, (1.5, 2.5)), (8, (1.6, 2.0)), (64, (1.3, 0.8))):  # a big tree stops paying at 64
+        shapes = {f"t0/tree-s{s}": {"tau": 1.5 + 0.1 * s, "speedup": v, "draft_ms": 1.0, "verify_ms": 2.0}
+                  for s, v in zip((2, 16), speed, strict=True)}  # fmt: skip
+        append_record(root, _record("batch", 2, 200_000, b, _tau(200_000, 2, 0.0), shapes))
+    assert len(read_table(root)) == 13
+    laws_main([str(root), "--boot", "200", "--no-wandb"])
+    out = capsys.readouterr().out
+    assert "tokens law" in out and "capacity law" in out and "batch law" in out and "joint law" in out
+    assert "hold-out" in out and "R^2=" in out
+    laws = json.loads((root / "laws.json").read_text())
+    joint = laws["joint"]
+    assert abs(joint["params"]["b"] - 0.15) < 0.02 and abs(joint["params"]["c"] - 0.1) < 0.02
+    assert laws["holdout_largest_budget"]["within_10pct"]
+    assert laws["max_tau"] == 6
+    assert [r["best_shape"] for r in laws["batch"]] == ["tree-s16", "tree-s16", "tree-s2"]
+    assert set(laws["acceptance_by_position"]) == {f"acceptance_at_{i}" for i in range(1, 5)}
+    for name in ("law_tokens.png", "law_capacity.png", "law_batch.png", "batch_shapes.png"):
+        assert (root / name).stat().st_size > 0
+    rows = tokens_for_tau(Laws.from_json(laws), 2.5, [1, 2, 4, 8])
+    assert rows and all(r["tokens"] > 0 for r in rows)

@@ -1,0 +1,89 @@
+"""The planner: inverting the joint law (round trip through a real fit), refusing unreachable tau with a
+reason, and picking the decoding shape a batch size's measured costs favour."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from eval.laws.joint import fit_joint
+from eval.laws.planner import Laws, Unreachable, best_for_budget, tokens_for_tau
+from eval.plan import main
+
+CAPACITY = {1: 1.0e6, 2: 2.0e6, 4: 4.0e6}
+
+
+def _shape(tau: float, draft_ms: float, verify_ms: float) -> dict[str, float]:
+    return {"tau": tau, "speedup": None, "draft_ms": draft_ms, "verify_ms": verify_ms}
+
+
+BATCH = [  # verifying a big tree is nearly free at batch 1 and costly at batch 64 (compute-bound)
+    {"batch_size": 1, "depth": 2, "baseline_step_ms": 2.0,
+     "shapes": {"tree": _shape(3.0, 2.0, 2.5), "tree-s2": _shape(2.0, 1.0, 2.1)}},
+    {"batch_size": 64, "depth": 2, "baseline_step_ms": 5.0,
+     "shapes": {"tree": _shape(3.0, 4.0, 40.0), "tree-s2": _shape(2.0, 2.0, 6.0)}},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def laws_json() -> dict:
+    rng = np.random.default_rng(0)
+    t = np.array([1e4, 3e4, 1e5, 3e5, 1e6, 1e5, 1e5])
+    p = np.array([2e6, 2e6, 2e6, 2e6, 2e6, 1e6, 4e6])
+    y = 0.5 + 0.15 * np.log(t) + 0.05 * np.log(p) + rng.normal(0, 0.01, t.size)
+    joint = fit_joint(t, p, y, n_boot=300).to_json()
+    return {"joint": joint, "capacity_map": {str(k): v for k, v in CAPACITY.items()}, "target_params": 4.2e6,
+            "ttt_steps": 3, "max_tau": 6, "batch": BATCH}  # fmt: skip
+
+
+def test_tokens_for_tau_inverts_the_law(laws_json: dict) -> None:
+    laws = Laws.from_json(laws_json)
+    rows = tokens_for_tau(laws, 3.0, [1, 2, 4])
+    assert {r["depth"] for r in rows} == {1, 2, 4}
+    for r in rows:
+        assert laws.tau(r["tokens"], CAPACITY[r["depth"]]) == pytest.approx(3.0)
+        lo, hi = r["tokens_ci95"]
+        assert lo < r["tokens"] < hi
+        assert r["train_flops"] == pytest.approx(r["tokens"] * (6 * CAPACITY[r["depth"]] * 3 + 2 * 4.2e6))
+    assert [r["train_flops"] for r in rows] == sorted(r["train_flops"] for r in rows)
+    # A depth that was not measured: capacity from the line through the measured depths (1M per layer).
+    assert laws.params_at(8) == pytest.approx(8.0e6)
+
+
+@pytest.mark.parametrize(
+    ("tau", "reason"),
+    [(0.9, "every draft has tau >= 1"), (6.5, "verifies at most 5"), (5.9, "out of reach")],
+)
+def test_unreachable_tau_is_refused_with_the_reason(laws_json: dict, tau: float, reason: str) -> None:
+    with pytest.raises(Unreachable, match=reason):
+        tokens_for_tau(Laws.from_json(laws_json), tau, [1, 2, 4])
+
+
+def test_cli_prints_interval_and_refuses_clearly(laws_json: dict, tmp_path, capsys) -> None:
+    path = tmp_path / "laws.json"
+    path.write_text(json.dumps(laws_json))
+    main([str(path), "--tau", "3.0", "--depths", "1", "2"])
+    out = capsys.readouterr().out
+    assert "depth  1" in out and "cheapest: depth" in out and "[" in out
+    with pytest.raises(SystemExit, match=r"\[plan\] unreachable: .*5.9"):
+        main([str(path), "--tau", "5.9"])
+
+
+def test_budget_picks_the_shape_the_batch_costs_favour(laws_json: dict) -> None:
+    laws = Laws.from_json(laws_json)
+    small = best_for_budget(laws, 1e15, 1, [2])
+    large = best_for_budget(laws, 1e15, 48, [2])  # nearest measured batch in log scale: 64
+    assert small[0]["shape"] == "tree" and large[0]["shape"] == "tree-s2"
+    assert large[0]["measured_batch"] == 64
+    top = large[0]
+    tokens = 1e15 / (6 * 2e6 * 3 + 2 * 4.2e6)
+    tau = laws.tau(tokens, 2e6) * 2.0 / 3.0
+    assert top["tokens"] == pytest.approx(tokens)
+    assert top["speedup"] == pytest.approx(tau * 5.0 / (2.0 + 6.0))
+    assert top["tokens_per_s"] == pytest.approx(top["speedup"] * 64 * 1e3 / 5.0)
+    lo, hi = top["speedup_ci95"]
+    assert lo <= top["speedup"] <= hi
+    assert not math.isnan(lo)

@@ -1,0 +1,57 @@
+"""Every sweep grid composes into valid point configs; the tiny axes have the shape the issue asks for; the
+cluster cost calculator counts shared trainings once and follows 6ND."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hydra import initialize_config_dir
+
+from eval.laws.cost import ARCHS, draft_params, grid_points, sweep_cost
+from train.paths import CONF_DIR, register_resolvers
+
+register_resolvers()
+GRIDS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "point")
+
+
+@pytest.fixture(autouse=True)
+def _hydra():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_grid_composes(grid: str) -> None:
+    points = grid_points(grid, [])
+    assert len(points) >= 4
+    assert len({p.point_id for p in points}) == len(points)
+
+
+def test_tiny_axes() -> None:
+    tokens = sorted(p.tokens for p in grid_points("tiny-tokens", []))
+    assert len(tokens) >= 6
+    assert np.allclose(np.diff(np.log(tokens)), math.log(2))  # log-spaced
+    assert sorted(p.depth for p in grid_points("tiny-depth", [])) == [1, 2, 4, 8]
+    assert sorted(p.eval.batch_size for p in grid_points("tiny-batch", [])) == [1, 2, 4, 8, 16, 32, 64]
+    # The depth-2 point of the depth axis is the tokens axis' point at the same budget: one training.
+    shared = {p.train_key for p in grid_points("tiny-tokens", [])} & {
+        p.train_key for p in grid_points("tiny-depth", [])
+    }
+    assert len(shared) == 1
+
+
+def test_cluster_cost_counts_shared_trainings_once() -> None:
+    lines = sweep_cost("llama3.1-8b", 0.4, 989.0, 25.0)
+    assert lines[-1].strip().startswith("total") and "10 trainings" not in lines[-1]
+    # 6 budgets + depth {1,2,8} at 2B + depth {1,2,8} at 16B (depth 4 is shared with the tokens axis) = 12
+    assert "12 trainings" in lines[-1]
+    arch = ARCHS["llama3.1-8b-instruct"]
+    assert draft_params(arch, 2, 32000) - draft_params(arch, 1, 32000) == pytest.approx(
+        4 * arch.hidden**2 // 2
+        + 2 * arch.hidden * arch.kv_heads * arch.head_dim
+        + 3 * arch.hidden * arch.intermediate
+        + 2 * arch.hidden,
+        rel=0.01,
+    )  # one more decoder layer: q/o (h x h), k/v (h x kv_dim), the MLP, two norms
