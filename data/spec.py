@@ -38,6 +38,7 @@ def split_spec(cfg: Mapping[str, Any], split: str) -> BuildSpec | None:
         source=source,
         format=cfg.get("format", "auto"),
         seq_len=int(cfg.get("seq_len", 256)),
+        overlong=cfg.get("overlong", "truncate"),
         max_tokens=cfg.get("max_tokens") if split == "train" else cfg.get("valid_max_tokens"),
         chat_template=cfg.get("chat_template"),
         validation=cfg.get("validation", "strict"),

@@ -80,7 +80,8 @@ def tok():
 
 
 def spec(path: Path, mode: str, fraction: float = 0.2) -> BuildSpec:
-    return BuildSpec(SourceSpec(files=[str(path)]), "auto", SEQ_LEN, None, None, mode, fraction)
+    # overlong=error: the over-long mutation is one of the bad records counted here.
+    return BuildSpec(SourceSpec(files=[str(path)]), "auto", SEQ_LEN, None, None, mode, fraction, "error")
 
 
 def test_strict_reports_each_bad_record_once(files, tok) -> None:
