@@ -74,9 +74,7 @@ class DataConfig:
     text_field: str = "text"  # the field holding raw text (text format)
     chat_template: str | None = None  # .jinja file replacing the tokenizer's chat template
     seq_len: int = 256  # tokens per training sequence (packed text; chat records: see overlong)
-    overlong: str = (
-        "truncate"  # chat record longer than seq_len: truncate (keep the first seq_len) | drop | error
-    )
+    overlong: str = "truncate"  # chat record past seq_len: truncate (keep its start) | drop | error
     max_tokens: int | None = None  # stop after this many training tokens in total (None = max_steps decides)
     valid_max_tokens: int | None = None  # token budget for the validation split (None = all of it)
     shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
