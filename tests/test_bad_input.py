@@ -87,3 +87,25 @@ def test_bad_data_on_two_ranks_exits_2_with_one_report(tmp_path: Path) -> None:
     # torchrun itself exits 1 whenever a rank fails; its summary lists each rank's own exit code.
     assert proc.returncode != 0 and proc.stderr.count("exitcode  : 2") == 2, proc.stderr[-3000:]
     assert f'File "{REPO}' not in proc.stderr  # no traceback from our code on any rank
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["draft_path=/nonexistent/export"], "draft_path=/nonexistent/export: no such folder"),
+        (["draft_path={empty}"], "no config.json"),
+        (["draft_path=random", "prompts.source=jsonl", "prompts.files=[/nonexistent/p.jsonl]"], "p.jsonl"),
+        (["draft_path=random", "target.name_or_path=/nonexistent/llama"], "/nonexistent/llama"),
+    ],
+)
+def test_eval_checks_inputs_before_loading(tmp_path: Path, overrides: list[str], named: str) -> None:
+    (tmp_path / "empty").mkdir()
+    args = [o.format(empty=tmp_path / "empty") for o in overrides]
+    proc = subprocess.run(
+        [sys.executable, "-m", "eval", f"target.name_or_path={TINY_LLAMA}", *args, "logger=none",
+         f"output_dir={tmp_path / 'out'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert "Loading weights" not in proc.stderr  # failed before the target was loaded
