@@ -22,6 +22,7 @@ from train.modeling.draft.dense import DenseDraft, DenseDraftConfig
 from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
 from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
 from train.modeling.draft.io import load_draft
+from train.modeling.draft.layers import target_rope
 from train.modeling.draft.medusa import MedusaHeadConfig, MedusaHeads
 from train.modeling.target import FrozenTarget
 
@@ -29,7 +30,6 @@ from train.modeling.target import FrozenTarget
 def _attention_dims(cfg: TrainConfig, target: FrozenTarget) -> dict[str, Any]:
     tc = target.model.config
     heads = cfg.draft.num_heads or tc.num_attention_heads
-    rope = getattr(tc, "rope_parameters", None) or {}
     return {
         "hidden_size": tc.hidden_size,
         "intermediate_size": cfg.draft.intermediate_size or tc.intermediate_size,
@@ -37,8 +37,7 @@ def _attention_dims(cfg: TrainConfig, target: FrozenTarget) -> dict[str, Any]:
         "num_kv_heads": cfg.draft.num_kv_heads or getattr(tc, "num_key_value_heads", None) or heads,
         "head_dim": tc.hidden_size // heads,
         "num_layers": cfg.draft.num_layers,
-        # transformers 5 keeps rope_theta inside rope_parameters; 4.x had it at the top level.
-        "rope_theta": float(rope.get("rope_theta", getattr(tc, "rope_theta", 10000.0))),
+        **target_rope(tc),  # the draft rotates positions as its target does (any rope type)
         "rms_norm_eps": float(getattr(tc, "rms_norm_eps", 1e-6)),
     }
 

@@ -12,6 +12,7 @@ from eval.drafters.base import CHAIN, DraftSettings, DraftTree
 from eval.drafters.trees import draft_chain, dynamic_tree
 from eval.kv import Slots, block_positions, causal_block, select_rows, truncate
 from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
+from train.modeling.draft.layers import target_rope
 from train.modeling.target import FrozenTarget
 
 
@@ -98,7 +99,6 @@ def random_eagle_head(target: FrozenTarget) -> EagleHead:
     """An untrained one-layer EAGLE head shaped like one target layer: the floor any trained draft must beat."""
     c = target.model.config
     heads = c.num_attention_heads
-    rope = getattr(c, "rope_parameters", None) or {}
     return EagleHead(
         EagleHeadConfig(
             hidden_size=c.hidden_size,
@@ -106,7 +106,7 @@ def random_eagle_head(target: FrozenTarget) -> EagleHead:
             num_heads=heads,
             num_kv_heads=getattr(c, "num_key_value_heads", None) or heads,
             head_dim=getattr(c, "head_dim", None) or c.hidden_size // heads,
-            rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
+            **target_rope(c),
             rms_norm_eps=getattr(c, "rms_norm_eps", 1e-6),
             vocab_size=target.vocab_size,
         )
