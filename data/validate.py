@@ -53,7 +53,7 @@ class Report:
     def common_reason(self) -> str | None:
         """The reason every record failed for, when there is one (a wrong data.format): said once, not N times."""
         reasons = {i.reason for i in self.issues}
-        return reasons.pop() if len(reasons) == 1 and self.bad == self.records > 0 else None
+        return reasons.pop() if len(reasons) == 1 and self.bad == self.records > 1 else None
 
     def text(self, limit: int | None = None) -> str:
         shown = self.issues if limit is None else self.issues[:limit]
@@ -163,7 +163,9 @@ def check_report(report: Report, mode: str, max_bad_fraction: float, what: str) 
         return
     if (reason := report.common_reason()) is not None:
         first = report.issues[0].where
-        raise DataValidationError(f"{what}: all {report.records} records (first {first}): {reason}", report)
+        raise DataValidationError(
+            f"{what}: all {report.records} records fail alike; the first, {first}: {reason}", report
+        )
     if mode == "strict":
         raise DataValidationError(
             f"{what}: {report.bad} bad record(s); fix them or set data.validation=lenient\n{report.text()}",

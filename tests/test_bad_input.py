@@ -81,7 +81,9 @@ def test_bad_data_on_two_ranks_exits_2_with_one_report(tmp_path: Path) -> None:
         f"output_dir={tmp_path / 'out'}",
     ]  # fmt: skip
     proc = run_train(overrides, nproc=2, check=False)
-    report = f"all 30 records (first {data}:1): no 'messages' field but a 'conversations' field"
+    report = (
+        f"all 30 records fail alike; the first, {data}:1: no 'messages' field but a 'conversations' field"
+    )
     assert proc.stderr.count(report) == 1, proc.stderr[-3000:]
     assert "use data.format=sharegpt or auto" in proc.stderr
     # torchrun itself exits 1 whenever a rank fails; its summary lists each rank's own exit code.

@@ -134,5 +134,5 @@ def test_a_wrong_format_is_one_line_naming_the_right_one(tmp_path: Path, tok, re
     with pytest.raises(DataValidationError) as err:
         build_blocks(bad, tok)
     message = str(err.value)
-    assert message.startswith(f"data: all 1000 records (first {path}:1): ") and hint in message
+    assert message.startswith(f"data: all 1000 records fail alike; the first, {path}:1: ") and hint in message
     assert len(message.splitlines()) == 1  # not 1000 copies of the same reason
