@@ -42,6 +42,7 @@ class BuildSpec:
     chat_template: str | None = None  # .jinja file overriding the tokenizer's own template
     validation: str = "strict"  # strict | lenient
     max_bad_fraction: float = 0.01  # lenient: abort when more than this fraction of records is bad
+    overlong: str = "truncate"  # chat records longer than seq_len: error | truncate | drop (data/chat.py)
 
     def fingerprint(self) -> dict[str, object]:
         """Plain, comparable description: the files' sizes stand in for their contents (hashing TBs is slow)."""
@@ -57,7 +58,11 @@ def build_blocks(spec: BuildSpec, tokenizer: PreTrainedTokenizerBase, what: str 
     report = Report()
     if spec.format not in ("text", "auto") or spec.chat_template:
         load_chat_template(tokenizer, spec.chat_template)
-    examples = list(iter_examples(spec.source, tokenizer, spec.format, spec.seq_len, spec.max_tokens, report))
+    examples = list(
+        iter_examples(
+            spec.source, tokenizer, spec.format, spec.seq_len, spec.max_tokens, report, spec.overlong
+        )
+    )
     check_report(report, spec.validation, spec.max_bad_fraction, what)
     if report.format == "text":
         ids, mask = _pack(examples, tokenizer, spec.seq_len, spec.max_tokens)

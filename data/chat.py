@@ -91,3 +91,29 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> lis
     """The ids the model is given to answer the last user turn (for regeneration)."""
     text = render(tokenizer, messages, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+OVERLONG = ("error", "truncate", "drop")  # data.overlong: what a chat record longer than data.seq_len does
+
+
+def fit_to_length(
+    ids: list[int], mask: list[int], seq_len: int, overlong: str
+) -> tuple[list[int], list[int]] | None:
+    """Apply the declared long-record policy; None = drop the record (the caller counts it).
+
+    truncate keeps the first seq_len tokens, so the loss stays on the assistant tokens that survive; a record
+    cut before its first answer has nothing left to train on and is dropped instead.
+    """
+    if len(ids) <= seq_len:
+        return ids, mask
+    if overlong == "error":
+        raise RecordError(
+            f"{len(ids)} tokens, longer than data.seq_len={seq_len} "
+            "(set data.overlong=truncate or drop to keep going)"
+        )
+    if overlong == "drop":
+        return None
+    if overlong != "truncate":
+        raise ValueError(f"data.overlong={overlong!r}: expected one of {OVERLONG}")
+    ids, mask = ids[:seq_len], mask[:seq_len]
+    return (ids, mask) if any(mask) else None

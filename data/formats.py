@@ -43,9 +43,23 @@ def detect_format(record: dict[str, Any], text_field: str) -> str:
     )
 
 
+# Which format a record's top-level field says it is in: the hint when another format was asked for.
+FORMAT_OF_FIELD = {"messages": "messages", "conversations": "sharegpt"}
+
+
+def _missing(record: dict[str, Any], key: str) -> RecordError:
+    """`key` is absent; name the format the record looks like, since a wrong data.format fails every line."""
+    for other, fmt in FORMAT_OF_FIELD.items():
+        if other != key and other in record:
+            return RecordError(f"no {key!r} field but a {other!r} field: use data.format={fmt} or auto")
+    if key in FORMAT_OF_FIELD and "text" in record:
+        return RecordError(f"no {key!r} field but a 'text' field: use data.format=text or auto")
+    return RecordError(f"no {key!r} field (fields: {sorted(record)[:8]})")
+
+
 def record_text(record: dict[str, Any], text_field: str) -> str:
     if text_field not in record:
-        raise RecordError(f"no {text_field!r} field")
+        raise _missing(record, text_field)
     text = record[text_field]
     if not isinstance(text, str):
         raise RecordError(f"field {text_field!r} is {type(text).__name__}, not a string")
@@ -56,7 +70,7 @@ def record_text(record: dict[str, Any], text_field: str) -> str:
 
 def _turns(record: dict[str, Any], key: str) -> list[Any]:
     if key not in record:
-        raise RecordError(f"no {key!r} field")
+        raise _missing(record, key)
     turns = record[key]
     if not isinstance(turns, list):
         raise RecordError(f"{key!r} is {type(turns).__name__}, not a list of turns")
@@ -83,6 +97,10 @@ def record_messages(record: dict[str, Any], fmt: str) -> Messages:
         if not isinstance(turn, dict):
             raise RecordError(f"turn {i} is {type(turn).__name__}, not an object")
         if role_key not in turn:
+            if fmt == "messages" and "from" in turn:  # ShareGPT turns under a `messages` key
+                raise RecordError(
+                    f"turn {i} has 'from'/'value', not 'role'/'content': use data.format=sharegpt"
+                )
             raise RecordError(f"turn {i} has no {role_key!r}")
         if content_key not in turn:
             raise RecordError(f"turn {i} has no {content_key!r}")

@@ -35,7 +35,8 @@ class DataConfig:
     format: str = "auto"  # auto | text | sharegpt | messages (auto: decided by the first record)
     text_field: str = "text"  # the field holding raw text (text format)
     chat_template: str | None = None  # .jinja file replacing the tokenizer's chat template
-    seq_len: int = 256  # tokens per training sequence (packed text; chat records longer than this are bad)
+    seq_len: int = 256  # tokens per training sequence (packed text; chat records: see overlong)
+    overlong: str = "truncate"  # chat record past seq_len: truncate (keep its start) | drop | error
     max_tokens: int | None = None  # stop after this many training tokens in total (None = max_steps decides)
     valid_max_tokens: int | None = None  # token budget for the validation split (None = all of it)
     shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
@@ -49,6 +50,7 @@ class DataConfig:
         choices = {
             "format": ("auto", "text", "sharegpt", "messages"),
             "validation": ("strict", "lenient"),
+            "overlong": ("error", "truncate", "drop"),
             "mode": ("online", "offline"),
         }
         for key, allowed in choices.items():
@@ -77,6 +79,7 @@ def split_spec(cfg: DataConfig, split: str) -> BuildSpec | None:
         source=source,
         format=cfg.format,
         seq_len=cfg.seq_len,
+        overlong=cfg.overlong,
         max_tokens=cfg.max_tokens if split == "train" else cfg.valid_max_tokens,
         chat_template=cfg.chat_template,
         validation=cfg.validation,

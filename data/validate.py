@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from data.chat import encode_chat
+from data.chat import encode_chat, fit_to_length
 from data.formats import FORMATS, RecordError, check_conversation, detect_format, record_messages, record_text
 from data.sources import RawRecord, SourceSpec, iter_records
 
@@ -37,13 +37,23 @@ class Report:
     tokens: int = 0  # tokens kept, before packing
     format: str = "?"
     issues: list[Issue] = field(default_factory=list)
+    truncated: int = 0  # chat records cut to seq_len (data.overlong=truncate)
+    dropped: int = 0  # chat records left out as longer than seq_len (drop, or truncate leaving no answer)
 
     @property
     def bad(self) -> int:
         return len(self.issues)
 
     def summary(self) -> str:
-        return f"{self.records} records read ({self.format}), {self.bad} bad, {self.tokens} tokens kept"
+        s = f"{self.records} records read ({self.format}), {self.bad} bad, {self.tokens} tokens kept"
+        if self.truncated or self.dropped:
+            s += f"; longer than seq_len: {self.truncated} truncated, {self.dropped} dropped (data.overlong)"
+        return s
+
+    def common_reason(self) -> str | None:
+        """The reason every record failed for, when there is one (a wrong data.format): said once, not N times."""
+        reasons = {i.reason for i in self.issues}
+        return reasons.pop() if len(reasons) == 1 and self.bad == self.records > 1 else None
 
     def text(self, limit: int | None = None) -> str:
         shown = self.issues if limit is None else self.issues[:limit]
@@ -66,16 +76,21 @@ class Example:
     where: str
 
 
-def _chat_example(rec: RawRecord, fmt: str, tok: PreTrainedTokenizerBase, seq_len: int) -> Example:
+def _chat_example(
+    rec: RawRecord, fmt: str, tok: PreTrainedTokenizerBase, seq_len: int, overlong: str, report: Report
+) -> Example | None:
     assert rec.data is not None
     messages = record_messages(rec.data, fmt)
     check_conversation(messages)
     ids, mask = encode_chat(tok, messages)
-    if len(ids) > seq_len:
-        raise RecordError(f"{len(ids)} tokens, longer than data.seq_len={seq_len}")
     if not any(mask):
         raise RecordError("loss mask is empty: the template rendered no assistant tokens")
-    return Example(ids, mask, rec.where)
+    fitted = fit_to_length(ids, mask, seq_len, overlong)
+    if fitted is None:
+        report.dropped += 1
+        return None
+    report.truncated += len(fitted[0]) < len(ids)
+    return Example(*fitted, rec.where)
 
 
 def iter_examples(
@@ -85,8 +100,11 @@ def iter_examples(
     seq_len: int,
     max_tokens: int | None,
     report: Report,
+    overlong: str = "error",
 ) -> Iterator[Example]:
-    """Good examples in source order; each bad record is appended to `report.issues` exactly once."""
+    """Good examples in source order; each bad record is appended to `report.issues` exactly once.
+
+    Chat records longer than seq_len follow `overlong` (data/chat.py OVERLONG), counted in the report."""
     if fmt not in FORMATS:
         raise ValueError(f"data.format={fmt!r}: expected one of {FORMATS}")
     text_batch: list[tuple[str, str]] = []  # raw text is tokenized in batches: ~10x faster than one by one
@@ -121,9 +139,11 @@ def iter_examples(
                         report.tokens += len(ex.ids) + 1  # + the EOS that separates documents
                         yield ex
                 continue
-            ex = _chat_example(rec, kind, tokenizer, seq_len)
+            ex = _chat_example(rec, kind, tokenizer, seq_len, overlong, report)
         except RecordError as err:
             report.issues.append(Issue(rec.where, str(err)))
+            continue
+        if ex is None:
             continue
         report.tokens += len(ex.ids)
         yield ex
@@ -141,6 +161,11 @@ def check_report(report: Report, mode: str, max_bad_fraction: float, what: str) 
         raise DataValidationError(f"{what}: no records read", report)
     if not report.issues:
         return
+    if (reason := report.common_reason()) is not None:
+        first = report.issues[0].where
+        raise DataValidationError(
+            f"{what}: all {report.records} records fail alike; the first, {first}: {reason}", report
+        )
     if mode == "strict":
         raise DataValidationError(
             f"{what}: {report.bad} bad record(s); fix them or set data.validation=lenient\n{report.text()}",

@@ -1,11 +1,14 @@
-"""`python -m eval`: Hydra composes conf/eval.yaml -> typed EvalConfig -> evaluate()."""
+"""`python -m eval`: Hydra composes conf/eval.yaml -> typed EvalConfig -> inputs checked -> evaluate()."""
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from eval.config import to_eval_config
+from eval.inputs import check_inputs
 from eval.run import evaluate
 from train.paths import CONF_DIR, register_resolvers
 
@@ -14,7 +17,13 @@ register_resolvers()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate(to_eval_config(cfg))
+    try:
+        typed = to_eval_config(cfg)
+        check_inputs(typed)  # before the target loads: a wrong path costs a second, not a model load
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    evaluate(typed)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import REPO, TINY_LLAMA
+from tests.conftest import REPO, TINY_LLAMA, run_train
 from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
 from train.modeling.draft.io import load_draft, save_draft
 from train.modeling.target import FrozenTarget
@@ -66,3 +67,47 @@ def test_draft_from_another_tokenizer_is_refused(tmp_path: Path) -> None:
     assert all(
         (a == b).all() for a, b in zip(head.state_dict().values(), loaded.state_dict().values(), strict=True)
     )
+
+
+@pytest.mark.integration
+def test_bad_data_on_two_ranks_exits_2_with_one_report(tmp_path: Path) -> None:
+    """A ShareGPT file read as `messages` on 2 ranks: one line from rank 0, every rank exits 2, no tracebacks."""
+    data = tmp_path / "sharegpt.jsonl"
+    turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    data.write_text("".join(json.dumps({"conversations": turns}) + "\n" for _ in range(30)))
+    overrides = [
+        f"target.name_or_path={TINY_LLAMA}", "data=embedded-dialogues", "data.format=messages",
+        f"data.train_files=[{data}]", "data.valid_files=[]", "deepspeed=none", "logger=none",
+        f"output_dir={tmp_path / 'out'}",
+    ]  # fmt: skip
+    proc = run_train(overrides, nproc=2, check=False)
+    report = (
+        f"all 30 records fail alike; the first, {data}:1: no 'messages' field but a 'conversations' field"
+    )
+    assert proc.stderr.count(report) == 1, proc.stderr[-3000:]
+    assert "use data.format=sharegpt or auto" in proc.stderr
+    # torchrun itself exits 1 whenever a rank fails; its summary lists each rank's own exit code.
+    assert proc.returncode != 0 and proc.stderr.count("exitcode  : 2") == 2, proc.stderr[-3000:]
+    assert f'File "{REPO}' not in proc.stderr  # no traceback from our code on any rank
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["draft_path=/nonexistent/export"], "draft_path=/nonexistent/export: no such folder"),
+        (["draft_path={empty}"], "no config.json"),
+        (["draft_path=random", "prompts.source=jsonl", "prompts.files=[/nonexistent/p.jsonl]"], "p.jsonl"),
+        (["draft_path=random", "target.name_or_path=/nonexistent/llama"], "/nonexistent/llama"),
+    ],
+)
+def test_eval_checks_inputs_before_loading(tmp_path: Path, overrides: list[str], named: str) -> None:
+    (tmp_path / "empty").mkdir()
+    args = [o.format(empty=tmp_path / "empty") for o in overrides]
+    proc = subprocess.run(
+        [sys.executable, "-m", "eval", f"target.name_or_path={TINY_LLAMA}", *args, "logger=none",
+         f"output_dir={tmp_path / 'out'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert "Loading weights" not in proc.stderr  # failed before the target was loaded

@@ -80,7 +80,8 @@ def tok():
 
 
 def spec(path: Path, mode: str, fraction: float = 0.2) -> BuildSpec:
-    return BuildSpec(SourceSpec(files=[str(path)]), "auto", SEQ_LEN, None, None, mode, fraction)
+    # overlong=error: the over-long mutation is one of the bad records counted here.
+    return BuildSpec(SourceSpec(files=[str(path)]), "auto", SEQ_LEN, None, None, mode, fraction, "error")
 
 
 def test_strict_reports_each_bad_record_once(files, tok) -> None:
@@ -110,3 +111,28 @@ def test_lenient_aborts_past_the_fraction(files, tok) -> None:
     _, mixed, _ = files
     with pytest.raises(DataValidationError, match="200 of 1200 records are bad"):
         build_blocks(spec(mixed, "lenient", fraction=0.1), tok)
+
+
+@pytest.mark.parametrize(
+    ("record", "fmt", "hint"),
+    [
+        (
+            {"conversations": [{"from": "human", "value": "hi"}]},
+            "messages",
+            "use data.format=sharegpt or auto",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "sharegpt", "use data.format=messages or auto"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "text", "use data.format=messages or auto"),
+        ({"text": "prose"}, "messages", "use data.format=text or auto"),
+        ({"messages": [{"from": "human", "value": "hi"}]}, "messages", "use data.format=sharegpt"),
+    ],
+)
+def test_a_wrong_format_is_one_line_naming_the_right_one(tmp_path: Path, tok, record, fmt, hint) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text((json.dumps(record) + "\n") * 1000)
+    bad = BuildSpec(SourceSpec(files=[str(path)]), fmt, SEQ_LEN)
+    with pytest.raises(DataValidationError) as err:
+        build_blocks(bad, tok)
+    message = str(err.value)
+    assert message.startswith(f"data: all 1000 records fail alike; the first, {path}:1: ") and hint in message
+    assert len(message.splitlines()) == 1  # not 1000 copies of the same reason

@@ -19,6 +19,8 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from data.cache_reader import CacheMismatch
+from data.validate import DataValidationError
 from train import distributed as dist
 from train.checkpoint import TrainState, export_draft, save_checkpoint
 from train.config import TrainConfig
@@ -345,6 +347,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     except ResumeRefused as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_RESUME_REFUSED) from None
+    except (DataValidationError, CacheMismatch) as err:
+        if dist.world_size() <= 1:
+            raise  # train/__main__.py prints it and exits 2
+        # Every rank reads the same data and fails the same way: rank 0 prints the one report, the others
+        # wait for it (else the launcher may kill rank 0 mid-print when a quiet rank exits first), all exit 2.
+        dist.print0(f"error: {err}", file=sys.stderr)
+        dist.barrier()
+        sys.stdout.flush()
+        os._exit(2)
     except Exception:
         if dist.world_size() <= 1:
             raise

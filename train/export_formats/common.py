@@ -122,22 +122,6 @@ def refuse_unknown(tensors: dict[str, torch.Tensor], known: set[str], fmt: str) 
         )
 
 
-def rope_theta(config: PretrainedConfig | dict) -> float:
-    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    rope = get("rope_parameters") or {}
-    return float(rope.get("rope_theta", get("rope_theta", 10000.0)))
-
-
-def check_no_rope_scaling(cfg: dict, where: str) -> None:
-    """Our draft layers implement plain RoPE only; a scaled one would silently change every attention score."""
-    scaling = cfg.get("rope_scaling") or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if scaling and kind != "default":
-        raise ExportError(
-            f"{where}: rope_scaling {scaling} is not supported by our draft layers (plain RoPE)"
-        )
-
-
 def llama_layer_fields(cfg: Any, target: Target, dtype: str) -> dict[str, Any]:
     """The LlamaConfig fields every EAGLE-style draft config carries (EAGLE-1/2, EAGLE-3, speculators): what
     the engines build the draft's decoder layers from. Callers add their format's own keys."""
@@ -152,9 +136,11 @@ def llama_layer_fields(cfg: Any, target: Target, dtype: str) -> dict[str, Any]:
         "num_hidden_layers": cfg.num_layers,
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,  # our layers use plain RoPE; a scaled one would change every score
+        "rope_scaling": cfg.rope_scaling,  # the target's (llama3, yarn, ...): engines rotate as the head does
         "hidden_act": "silu",
-        "max_position_embeddings": int(getattr(tc, "max_position_embeddings", 4096)),
+        "max_position_embeddings": int(
+            cfg.max_position_embeddings or getattr(tc, "max_position_embeddings", 4096)
+        ),
         "vocab_size": int(tc.vocab_size),
         "bos_token_id": getattr(tc, "bos_token_id", None),
         "eos_token_id": getattr(tc, "eos_token_id", None),

@@ -23,16 +23,15 @@ from train.export_formats.common import (
     ExportError,
     Target,
     cast,
-    check_no_rope_scaling,
     llama_layer_fields,
     read_json,
     read_tensors,
     refuse_unknown,
-    rope_theta,
     write_json,
     write_tensors,
 )
 from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
+from train.modeling.draft.layers import target_rope
 
 NAME = "eagle"
 
@@ -86,7 +85,6 @@ def matches(src: Path) -> bool:
 
 def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
     c = read_json(src / "config.json")
-    check_no_rope_scaling(c, str(src))
     if c.get("qkv_bias") or c.get("attention_bias"):
         raise ExportError(f"{src}: attention biases are set; our EAGLE head has none")
     raw = {k: v for k, v in read_tensors(src).items() if k != "embed_tokens.weight"}  # the target's embedding
@@ -99,7 +97,7 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
         num_kv_heads=int(c.get("num_key_value_heads") or heads),
         head_dim=int(c.get("head_dim") or h // heads),
         num_layers=int(c.get("num_hidden_layers", 1)),
-        rope_theta=rope_theta(c),
+        **target_rope(c),
         rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
         vocab_size=int(c.get("vocab_size", 0)),
         first_layer_input_norm="layers.0.input_layernorm.weight" in raw,

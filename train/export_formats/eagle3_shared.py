@@ -17,11 +17,10 @@ import torch
 from train.export_formats.common import (
     ExportError,
     Target,
-    check_no_rope_scaling,
     llama_layer_fields,
-    rope_theta,
 )
 from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+from train.modeling.draft.layers import target_rope
 
 # Tensors of our "draftforge" EAGLE-3 layout that the published layout has no place for.
 DRAFTFORGE_ONLY = ("input_proj.weight", "embed_norm.weight", "feature_norm.weight")
@@ -66,7 +65,6 @@ def llama_fields(cfg: Eagle3HeadConfig, target: Target, dtype: str) -> dict:
 def head_config_from_llama(
     c: dict, draft_vocab_size: int, feature_layers: list[int], where: str
 ) -> Eagle3HeadConfig:
-    check_no_rope_scaling(c, where)
     if c.get("attention_bias") or c.get("mlp_bias") or c.get("bias"):
         raise ExportError(f"{where}: attention/mlp/fc bias is set; our EAGLE-3 head has no biases")
     if c.get("hidden_act", "silu") != "silu":
@@ -86,7 +84,7 @@ def head_config_from_llama(
         draft_vocab_size=int(draft_vocab_size),
         feature_layers=list(feature_layers),
         num_layers=int(c.get("num_hidden_layers", 1)),
-        rope_theta=rope_theta(c),
+        **target_rope(c),  # rope_theta and any rope_scaling (published Llama-3.1 drafts: llama3)
         rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
         architecture="eagle3" if int(c.get("num_hidden_layers", 1)) == 1 else "scylla",
         layout="eagle3",

@@ -6,11 +6,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-
-def rope_theta(config: PretrainedConfig) -> float:
-    # transformers 5 keeps rope_theta inside rope_parameters; 4.x had it at the top level.
-    rope = getattr(config, "rope_parameters", None) or {}
-    return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+from train.modeling.draft.layers import target_rope
 
 
 def attention_dims(
@@ -31,6 +27,6 @@ def attention_dims(
         "num_kv_heads": num_kv_heads or getattr(config, "num_key_value_heads", None) or heads,
         "head_dim": head_dim or getattr(config, "head_dim", None) or config.hidden_size // heads,
         "num_layers": num_layers,
-        "rope_theta": rope_theta(config),
+        **target_rope(config),  # the draft rotates positions as its target does (any rope type)
         "rms_norm_eps": float(getattr(config, "rms_norm_eps", 1e-6)),
     }

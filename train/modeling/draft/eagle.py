@@ -4,6 +4,7 @@ predict the next feature. Token logits come from the target's frozen LM head (se
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,10 @@ class EagleHeadConfig:
     head_dim: int
     num_layers: int = 1
     rope_theta: float = 10000.0
+    # The target's rope scaling (rope_type + its parameters, e.g. llama3's factor and frequency bands) and the
+    # max_position_embeddings yarn / dynamic read; None = plain RoPE. See layers.target_rope.
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int | None = None
     rms_norm_eps: float = 1e-6
     vocab_size: int = 0  # the target's vocabulary: checked against the target when an export is loaded
     architecture: str = "eagle"
@@ -53,6 +58,8 @@ class EagleHead(nn.Module):
                 config.head_dim,
                 config.rope_theta,
                 config.rms_norm_eps,
+                config.rope_scaling,
+                config.max_position_embeddings,
             )
             for _ in range(config.num_layers)
         )

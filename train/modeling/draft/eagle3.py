@@ -12,6 +12,7 @@ Scylla is this class with N decoder layers (N = 1 is EAGLE-3's layout, parameter
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,10 @@ class Eagle3HeadConfig:
     feature_layers: list[int] = field(default_factory=list)  # target hidden_states indices fused at step 0
     num_layers: int = 1
     rope_theta: float = 10000.0
+    # The target's rope scaling (rope_type + its parameters, e.g. llama3's factor and frequency bands) and the
+    # max_position_embeddings yarn / dynamic read; None = plain RoPE. See layers.target_rope.
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int | None = None
     rms_norm_eps: float = 1e-6
     architecture: str = "eagle3"
     # "draftforge": input_proj(2H->H) over (normed embedding, normed feature) feeds standard decoder layers.
@@ -52,7 +57,15 @@ class Eagle3FirstLayer(nn.Module):
         h = c.hidden_size
         self.hidden_norm = RMSNorm(h, c.rms_norm_eps)
         self.input_layernorm = RMSNorm(h, c.rms_norm_eps)
-        self.self_attn = Attention(h, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_theta)
+        self.self_attn = Attention(
+            h,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            c.rope_theta,
+            c.rope_scaling,
+            c.max_position_embeddings,
+        )
         # q/k/v read the 2H concatenation (layers.py's Attention is square; widen its inputs here).
         self.self_attn.q_proj = nn.Linear(2 * h, c.num_heads * c.head_dim, bias=False)
         self.self_attn.k_proj = nn.Linear(2 * h, c.num_kv_heads * c.head_dim, bias=False)
@@ -101,6 +114,8 @@ class Eagle3Head(nn.Module):
                 config.head_dim,
                 config.rope_theta,
                 config.rms_norm_eps,
+                config.rope_scaling,
+                config.max_position_embeddings,
             )
             for i in range(config.num_layers)
         )

@@ -1,15 +1,20 @@
 """Building blocks shared by the draft heads: RMSNorm, rotary embeddings, attention with a croppable KV cache.
 
-Written here rather than borrowed from `transformers` because speculative decoding needs two things the
-library's cache API keeps changing: cropping a cache back to the accepted prefix, and arbitrary (tree)
-attention masks over cached + new positions.
+Attention is written here rather than borrowed from `transformers` because speculative decoding needs two
+things the library's cache API keeps changing: cropping a cache back to the accepted prefix, and arbitrary
+(tree) attention masks over cached + new positions. The rotary tables do come from `transformers`, so every
+rope type a target uses is computed by the same code as the target's.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 
 class RMSNorm(nn.Module):
@@ -25,14 +30,55 @@ class RMSNorm(nn.Module):
         return (xf * self.weight.float()).to(x.dtype)
 
 
-def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables of shape (B, 1, T, head_dim) for the given absolute positions."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, head_dim/2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos()[:, None].to(dtype), emb.sin()[:, None].to(dtype)
+def target_rope(config: Any) -> dict[str, Any]:
+    """The rope fields a head config carries (rope_theta, rope_scaling, max_position_embeddings), read from a
+    target's HF config or a published draft's config.json: transformers 5 keeps everything in
+    `rope_parameters`, 4.x and published drafts in `rope_theta` + `rope_scaling` (older ones spell `type`).
+    rope_scaling is None for plain RoPE, so plain heads' configs stay as they were."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    params = dict(get("rope_parameters") or get("rope_scaling") or {})
+    theta = float(params.pop("rope_theta", None) or get("rope_theta", None) or 10000.0)
+    if "type" in params:
+        params.setdefault("rope_type", params.pop("type"))
+    if params.get("rope_type", "default") == "default":
+        return {"rope_theta": theta, "rope_scaling": None, "max_position_embeddings": None}
+    return {
+        "rope_theta": theta,
+        "rope_scaling": params,
+        "max_position_embeddings": get("max_position_embeddings"),
+    }
+
+
+class Rotary:
+    """cos/sin tables from transformers' rotary module for the target's rope settings, of any type (default,
+    linear, dynamic, yarn, llama3, ...): a draft must rotate positions exactly as its target does.
+
+    Deliberately not an nn.Module attribute of the layers: `.to(bfloat16)` would cast its frequency table
+    (transformers computes it in fp32, as the target does), and the state dict holds no rope tables.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        rope_theta: float,
+        rope_scaling: dict[str, Any] | None = None,
+        max_position_embeddings: int | None = None,
+    ) -> None:
+        params = {**(rope_scaling or {"rope_type": "default"}), "rope_theta": rope_theta}
+        config = LlamaConfig(
+            hidden_size=head_dim,
+            num_attention_heads=1,
+            head_dim=head_dim,
+            max_position_embeddings=max_position_embeddings or 4096,  # read by yarn / dynamic only
+            rope_parameters=params,
+        )
+        self.module = LlamaRotaryEmbedding(config)
+
+    def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables of shape (B, 1, T, head_dim) for the given absolute positions."""
+        probe = torch.empty(0, dtype=dtype, device=position_ids.device)  # only its dtype and device are read
+        cos, sin = self.module(probe, position_ids)
+        return cos[:, None], sin[:, None]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -81,13 +127,21 @@ class KVCache:
 
 class Attention(nn.Module):
     def __init__(
-        self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, rope_theta: float
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        rope_theta: float,
+        rope_scaling: dict[str, Any] | None = None,
+        max_position_embeddings: int | None = None,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.rope_theta = rope_theta
+        self.rotary = Rotary(head_dim, rope_theta, rope_scaling, max_position_embeddings)
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
@@ -106,7 +160,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = rotary_cos_sin(position_ids, self.head_dim, self.rope_theta, q.dtype)
+        cos, sin = self.rotary(position_ids, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         past = 0
         if cache is not None:
@@ -149,10 +203,14 @@ class DecoderLayer(nn.Module):
         head_dim: int,
         rope_theta: float,
         eps: float,
+        rope_scaling: dict[str, Any] | None = None,
+        max_position_embeddings: int | None = None,
     ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(hidden_size, eps)
-        self.self_attn = Attention(hidden_size, num_heads, num_kv_heads, head_dim, rope_theta)
+        self.self_attn = Attention(
+            hidden_size, num_heads, num_kv_heads, head_dim, rope_theta, rope_scaling, max_position_embeddings
+        )
         self.post_attention_layernorm = RMSNorm(hidden_size, eps)
         self.mlp = GatedMLP(hidden_size, intermediate_size)
 
