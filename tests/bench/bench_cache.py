@@ -124,7 +124,7 @@ def main() -> None:
     real, slots = m["tokens"]["train"], m["blocks"]["train"][0] * m["blocks"]["train"][1]
     print(f"load average {os.getloadavg()[0]:.2f}; {m['blocks']['train'][0]} records, {real} real tokens in "
           f"{slots} slots ({100 * (1 - real / slots):.0f}% padding); layers {m['layers']} {args.dtype}")  # fmt: skip
-    print("  layout       MB   bytes/real token   wall s")
+    print("  layout      MiB   bytes/real token   wall s")
     for w in ("old", "new"):
         print(f"  {w:6} {size[w] / 2**20:10.1f} {size[w] / real:18.0f} {seconds[w]:8.1f}")
     print(
