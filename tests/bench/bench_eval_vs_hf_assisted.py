@@ -5,7 +5,10 @@
 
 Same target, draft, prompts, greedy decoding, batch 1 (what HF's `assistant_model` supports), k drafted
 tokens per step (HF's schedule pinned to a constant k). Wall time covers each whole generate call (prefill
-included on both sides, since HF's cannot be split). Prints tokens/s side by side and their ratio.
+included on both sides, since HF's cannot be split). Prints tokens/s side by side and the ratios (ours chain /
+HF assisted, ours target alone / HF greedy), each of our engine's step split into draft / verify (target
+forward) / bookkeeping, and what a depth-d tree's drafting costs in single draft forwards (a chain of k=1
+drafts with exactly one draft forward per step, measured in the same run).
 
 The draft training here is a deliberately small stand-in (next-token CE + KL to the target on the shipped
 docs), only so the comparison runs on a draft that gets tokens accepted.
@@ -29,7 +32,7 @@ from data.embedded_paths import CORPUS_DIR, TINY_LLAMA_DIR
 from eval.config import PromptsConfig
 from eval.drafters import DraftSettings, NoDrafter
 from eval.drafters.dense import DenseDrafter, load_dense
-from eval.engine import Engine, eos_token_ids
+from eval.engine import BatchStats, Engine, eos_token_ids
 from eval.prompts import load_prompts
 from train.modeling.target import FrozenTarget, TargetConfig
 
@@ -74,9 +77,20 @@ def train_dense(target: FrozenTarget, steps: int, layers: int, out: Path) -> Pat
     return out
 
 
-def run_ours(engine: Engine, prompts: list[list[int]], n: int) -> tuple[list[list[int]], float]:
+SPLITS: dict[str, BatchStats] = {}  # our engines' summed step costs, by row name
+
+
+def run_ours(
+    engine: Engine, prompts: list[list[int]], n: int, name: str = ""
+) -> tuple[list[list[int]], float]:
     t0 = time.perf_counter()
-    outs = [engine.generate([p], n).rows[0].tokens for p in prompts]
+    total = SPLITS.setdefault(name, BatchStats(batch_size=1))
+    outs = []
+    for p in prompts:
+        g = engine.generate([p], n)
+        outs.append(g.rows[0].tokens)
+        for key in ("steps", "draft_time", "verify_time", "decode_time"):
+            setattr(total, key, getattr(total, key) + getattr(g.stats, key))
     return outs, time.perf_counter() - t0
 
 
@@ -102,6 +116,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=12)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--save-draft", help="keep the trained draft here (reuse it with --draft)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
@@ -111,21 +126,25 @@ def main() -> None:
         p.input_ids for p in load_prompts(PromptsConfig(num_prompts=args.prompts), target.tokenizer).prompts
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.draft or str(train_dense(target, args.steps, args.layers, Path(tmp) / "dense"))
+        where = Path(args.save_draft or Path(tmp) / "dense")
+        path = args.draft or str(train_dense(target, args.steps, args.layers, where))
         draft = load_dense(path, target)
         draft.generation_config.num_assistant_tokens = args.k
         draft.generation_config.num_assistant_tokens_schedule = "constant"  # HF's default adapts k
         chain = DraftSettings(mode="chain", draft_length=args.k)
         engines = {"ours, target alone": Engine(target, NoDrafter(), chain, eos),
                    f"ours, chain k={args.k}": Engine(target, DenseDrafter(draft), chain, eos),
-                   "ours, tree 5/4/24": Engine(target, DenseDrafter(draft), DraftSettings(), eos)}  # fmt: skip
+                   "ours, tree 5/4/24": Engine(target, DenseDrafter(draft), DraftSettings(), eos),
+                   "ours, chain k=1": Engine(target, DenseDrafter(draft), DraftSettings(mode="chain", draft_length=1),
+                                             eos)}  # fmt: skip
         run_hf(target, prompts[:1], 4, eos, draft)  # warm-up both sides
         run_ours(engines[f"ours, chain k={args.k}"], prompts[:1], 4)
         rows = {"HF generate, target alone": run_hf(target, prompts, n, eos),
                 f"HF assisted, k={args.k}": run_hf(target, prompts, n, eos, draft)}  # fmt: skip
-        rows.update({name: run_ours(e, prompts, n) for name, e in engines.items()})
+        rows.update({name: run_ours(e, prompts, n, name) for name, e in engines.items()})
+        SPLITS.pop("", None)
     reference = rows["HF generate, target alone"][0]
-    print(f"\ntiny-llama target, {args.layers}-layer dense draft, {len(prompts)} prompts x {n} new tokens, batch 1, "
+    print(f"\nload average {os.getloadavg()[0]:.2f}; tiny-llama target, {args.layers}-layer dense draft, {len(prompts)} prompts x {n} new tokens, batch 1, "
           "greedy, 1 CPU thread (prefill included)")  # fmt: skip
     print("engine".ljust(30) + "tokens/s".rjust(12) + "  same output as HF greedy")
     tps = {}
@@ -137,7 +156,19 @@ def main() -> None:
         )
     hf = tps[f"HF assisted, k={args.k}"]
     print(f"\nours chain / HF assisted: {tps[f'ours, chain k={args.k}'] / hf:.2f}x   "
-          f"ours tree / HF assisted: {tps['ours, tree 5/4/24'] / hf:.2f}x")  # fmt: skip
+          f"ours tree / HF assisted: {tps['ours, tree 5/4/24'] / hf:.2f}x   "
+          f"ours target alone / HF greedy: {tps['ours, target alone'] / tps['HF generate, target alone']:.2f}x")  # fmt: skip
+    print("\nstep split (ms per step: draft / verify / bookkeeping, bookkeeping share)")
+    for name, st in SPLITS.items():
+        other = st.decode_time - st.draft_time - st.verify_time
+        print(f"{name:30} {1e3 * st.draft_time / st.steps:7.2f} {1e3 * st.verify_time / st.steps:7.2f} "
+              f"{1e3 * other / st.steps:7.2f}   {100 * other / st.decode_time:5.1f}%")  # fmt: skip
+    one = SPLITS["ours, chain k=1"].draft_time / SPLITS["ours, chain k=1"].steps  # one draft forward a step
+    tree = SPLITS["ours, tree 5/4/24"].draft_time / SPLITS["ours, tree 5/4/24"].steps
+    print(
+        f"\ndepth-5 tree drafting: {1e3 * tree:.2f} ms = {tree / one:.2f} single draft forwards "
+        f"({1e3 * one:.2f} ms each; target: at most 5 x 1.10 = 5.5)"
+    )
 
 
 if __name__ == "__main__":
