@@ -215,9 +215,11 @@ class Engine:
         kept = torch.arange(width, device=dev)[None] < torch.tensor(lens, device=dev)[:, None]
         gather_tail(cache, start, keep, prefix=prefix)
         slots.append(kept, all_valid=min(lens) == width)
-        self.drafter.observe(
-            block.gather(1, keep), feats.gather(1, keep[..., None].expand(-1, -1, feats.shape[-1])), kept
-        )
+        if prefix:  # views: the kept slots are the block's first `width` entries
+            self.drafter.observe(block[:, :width], feats[:, :width], kept)
+        else:
+            idx = keep[..., None].expand(-1, -1, feats.shape[-1])
+            self.drafter.observe(block.gather(1, keep), feats.gather(1, idx), kept)
         tokens = tree.tokens.tolist()
         for j, (i, w) in enumerate(zip(active, walks, strict=True)):
             row = rows[i]
