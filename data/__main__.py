@@ -61,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated hidden_states ids to store; -1 = after the final norm (eagle); eagle3 on a "
         "4-layer target: 1,2,3,-1 (its fused low/mid/high layers plus the final one for the logits)",
     )
-    c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    c.add_argument("--batch-size", type=int, default=8)
-    c.add_argument("--shard-blocks", type=int, default=512)
+    c.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="stored")
+    c.add_argument("--target-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    c.add_argument(
+        "--batch-size", type=int, default=8, help="target forward: at most this x seq_len positions"
+    )
+    c.add_argument("--shard-blocks", type=int, default=512, help="at most this many records per shard")
+    c.add_argument("--shard-tokens", type=int, default=1 << 18, help="and at most this many tokens")
     c.add_argument("--no-valid", action="store_true", help="cache the training split only")
     _data_args(c)
     args = ap.parse_args(argv)
@@ -95,11 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         valid = split_spec(load_data_config(args.data, args.overrides), "valid")
         if valid is not None and not args.no_valid:
             splits["valid"] = valid
-        job = CacheJob(
-            args.target, args.out, splits, args.layers, args.dtype, args.batch_size, args.shard_blocks
-        )
+        job = CacheJob(args.target, args.out, splits, args.layers, args.dtype, args.batch_size, args.shard_blocks,
+                       target_dtype=args.target_dtype, shard_tokens=args.shard_tokens)  # fmt: skip
         m = run_cache(job)
-        print(json.dumps({k: m[k] for k in ("layers", "dtype", "bytes_per_token", "seconds")}))
+        print(json.dumps({k: m[k] for k in ("layers", "dtype", "bytes_per_token", "tokens", "seconds")}))
     return 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -10,40 +13,62 @@ from safetensors import safe_open
 
 from data.fingerprint import sha256_file
 
+FORMAT = 2  # the layout data/cache.py writes: 1 = padded (n, seq_len) rows; 2 = real tokens + offsets index
+
 
 class CacheMismatch(ValueError):
     """The cache was made for another target, tokenizer, data set or layer set."""
 
 
 class CacheSplit:
-    """Random access to the sequences of one split, a few rows at a time (shards stay memory-mapped)."""
+    """Random access to the records of one split, a few at a time (shards stay memory-mapped).
 
-    def __init__(self, root: Path, info: dict, layers: list[int]) -> None:
-        self.info, self.layers = info, layers
+    Records are stored without padding (see data/cache.py); `get` pads each back to seq_len (features with
+    zeros, ids with the pad token, mask with 0), so callers see the (n, seq_len, ...) rows of the blocks.
+    """
+
+    def __init__(self, root: Path, info: dict, layers: list[int], pad_token_id: int = 0) -> None:
+        self.info, self.layers, self.pad_token_id = info, layers, pad_token_id
         self.num_blocks, self.seq_len = info["num_blocks"], info["seq_len"]
         self._starts = [s["start"] for s in info["shards"]]
         self._files = [safe_open(str(root / s["file"]), framework="pt") for s in info["shards"]]
+        self._offsets = [f.get_tensor("offsets").tolist() for f in self._files]  # the index: 8 bytes a record
 
     def __len__(self) -> int:
         return self.num_blocks
 
     def _locate(self, i: int) -> tuple[int, int]:
-        k = max(j for j, s in enumerate(self._starts) if s <= i)
+        k = bisect.bisect_right(self._starts, i) - 1
         return k, i - self._starts[k]
+
+    def lengths(self) -> list[int]:
+        """Stored (real) tokens of each record."""
+        return [b - a for offs in self._offsets for a, b in itertools.pairwise(offs)]
 
     def loss_masks(self) -> torch.Tensor:
         """(num_blocks, seq_len) loss masks of the whole split: 1 byte a token, read once at start-up."""
-        return torch.cat([f.get_slice("loss_mask")[:] for f in self._files])
+        return self.get(range(self.num_blocks), ["loss_mask"])["loss_mask"]
 
-    def get(self, indices: list[int], keys: list[str]) -> dict[str, torch.Tensor]:
-        rows: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    def get(self, indices: Iterable[int], keys: list[str]) -> dict[str, torch.Tensor]:
+        spans = []
         for i in indices:
             if not 0 <= i < self.num_blocks:
                 raise IndexError(f"sequence {i} of a {self.num_blocks}-sequence cache split")
             k, r = self._locate(int(i))
-            for key in keys:
-                rows[key].append(self._files[k].get_slice(key)[r : r + 1])
-        return {key: torch.cat(v) for key, v in rows.items()}
+            spans.append((k, self._offsets[k][r], self._offsets[k][r + 1]))
+        out = {}
+        for key in keys:
+            f = self._files[0].get_slice(key)
+            if not spans:
+                out[key] = torch.zeros((0, self.seq_len, *f.get_shape()[1:]))
+                continue
+            parts = [self._files[k].get_slice(key)[a:b] for k, a, b in spans]
+            fill = self.pad_token_id if key == "input_ids" else 0
+            row = torch.full((len(spans), self.seq_len, *parts[0].shape[1:]), fill, dtype=parts[0].dtype)
+            for j, part in enumerate(parts):
+                row[j, : len(part)] = part
+            out[key] = row
+        return out
 
 
 class HiddenStateCache:
@@ -56,6 +81,10 @@ class HiddenStateCache:
                 f"{path}: no manifest" + (hint if (self.root / "plan.json").is_file() else "")
             )
         self.manifest = json.loads(path.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise CacheMismatch(
+                f"cache {self.root} has the padded layout of an older version: rebuild it with `python -m data cache`"
+            )
         for name, info in self.manifest["splits"].items():
             for s in info["shards"]:
                 f = self.root / name / s["file"]
@@ -94,4 +123,8 @@ class HiddenStateCache:
 
     def split(self, name: str) -> CacheSplit | None:
         info = self.manifest["splits"].get(name)
-        return None if info is None else CacheSplit(self.root / name, info, self.layers)
+        return (
+            None
+            if info is None
+            else CacheSplit(self.root / name, info, self.layers, self.manifest["pad_token_id"])
+        )

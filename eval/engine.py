@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from eval.drafters.base import Drafter, DraftSettings
-from eval.drafters.trees import tree_visibility
+from eval.drafters.base import CHAIN, Drafter, DraftSettings
+from eval.drafters.trees import is_chain, tree_visibility
 from eval.kv import Slots, additive, block_positions, causal_block, gather_tail, select_rows
+from eval.kv import positions as kv_positions
 from eval.verify import TreeVerifier
 from train.modeling.target import FrozenTarget
 
@@ -113,15 +114,20 @@ class Engine:
         self.clock = _Clock(target.device)
         self.pad = min(eos) if eos else 0  # any real id: padded slots are masked out everywhere
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache):
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache, keep: int = 0
+    ):
+        """mask None = plain causal attention over every cached slot (transformers builds it, or skips it
+        for one query, as in its own `generate`); keep = logits for the last `keep` positions only (0: all)."""
         layers = self.drafter.feature_layers
         out = self.target.model(
             input_ids=ids,
-            attention_mask=additive(mask, self.target.dtype),
+            attention_mask=None if mask is None else additive(mask, self.target.dtype),
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
             output_hidden_states=bool(layers),
+            logits_to_keep=keep,
         )
         if layers:
             feats = torch.cat([out.hidden_states[i] for i in layers], -1)
@@ -145,11 +151,17 @@ class Engine:
             ids[i, : len(p)] = torch.tensor(p, device=dev)
         valid = torch.arange(ids.shape[1], device=dev)[None] < lens[:, None]
         slots = Slots.empty(b, dev)
+        same = all(len(p) == len(prompts[0]) for p in prompts)  # no padding: causal, last logits only
         logits, feats, cache = self._forward(
-            ids, slots.mask(causal_block(valid)), block_positions(slots, valid), None
+            ids,
+            None if same else slots.mask(causal_block(valid)),
+            block_positions(slots, valid),
+            None,
+            keep=1 if same else 0,
         )
-        slots.append(valid)
-        first = sampling.choose(logits[torch.arange(b, device=dev), lens - 1], gen).tolist()
+        slots.append(valid, all_valid=same)
+        last = logits[:, -1] if same else logits[torch.arange(b, device=dev), lens - 1]
+        first = sampling.choose(last, gen).tolist()
         self.drafter.start(b)
         self.drafter.observe(ids, feats, valid)
         for row, tok in zip(rows, first, strict=True):
@@ -178,26 +190,36 @@ class Engine:
         tree = self.drafter.propose(root, self.settings, gen)
         tb = self.clock()
         block = torch.cat([root[:, None], tree.tokens], 1)
-        depth = int(tree.depths.max()) if tree.size else 0
-        mask = slots.mask(tree_visibility(tree.parents, depth))
-        positions = slots.lengths[:, None] + torch.cat([torch.zeros_like(root)[:, None], tree.depths], 1)
+        chain = tree.size == 0 or self.settings.mode == CHAIN or is_chain(tree.parents)
+        if chain and slots.dense:  # every slot valid, a causal block: no mask to build or to read
+            mask, positions = None, kv_positions(slots, block.shape[1])
+        else:
+            depth = int(tree.depths.max()) if tree.size else 0
+            mask = slots.mask(tree_visibility(tree.parents, depth))
+            positions = slots.lengths[:, None] + torch.cat([torch.zeros_like(root)[:, None], tree.depths], 1)
         start = slots.size
         logits, feats, _ = self._forward(block, mask, positions, cache)
         tc = self.clock()
         walks = self.verifier(tree, logits, gen)
         # Each row keeps the root's slot and its accepted nodes' slots; shorter rows pad with masked slots.
-        width = 1 + max(len(w.path) for w in walks)
-        keep = torch.zeros(len(active), width, dtype=torch.long, device=dev)
-        kept = torch.zeros(len(active), width, dtype=torch.bool, device=dev)
-        for j, w in enumerate(walks):
-            offs = [0] + [c + 1 for c in w.path]
-            keep[j, : len(offs)] = torch.tensor(offs, device=dev)
-            kept[j, : len(offs)] = True
-        gather_tail(cache, start, keep)
-        slots.append(kept)
-        self.drafter.observe(
-            block.gather(1, keep), feats.gather(1, keep[..., None].expand(-1, -1, feats.shape[-1])), kept
-        )
+        lens = [1 + len(w.path) for w in walks]
+        width = max(lens)
+        prefix = all(w.path == list(range(len(w.path))) for w in walks)  # always so for a chain
+        if prefix:  # rows keep slots start.. in order: nothing moves in any cache
+            keep = torch.arange(width, device=dev).expand(len(active), width)
+        else:
+            offs = [
+                [0] + [c + 1 for c in w.path] + [0] * (width - n) for w, n in zip(walks, lens, strict=True)
+            ]
+            keep = torch.tensor(offs, device=dev)
+        kept = torch.arange(width, device=dev)[None] < torch.tensor(lens, device=dev)[:, None]
+        gather_tail(cache, start, keep, prefix=prefix)
+        slots.append(kept, all_valid=min(lens) == width)
+        if prefix:  # views: the kept slots are the block's first `width` entries
+            self.drafter.observe(block[:, :width], feats[:, :width], kept)
+        else:
+            idx = keep[..., None].expand(-1, -1, feats.shape[-1])
+            self.drafter.observe(block.gather(1, keep), feats.gather(1, idx), kept)
         tokens = tree.tokens.tolist()
         for j, (i, w) in enumerate(zip(active, walks, strict=True)):
             row = rows[i]

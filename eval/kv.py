@@ -36,26 +36,45 @@ def cache_length(cache) -> int:
     return cache.length
 
 
+def _is_hf(cache) -> bool:
+    return hasattr(cache, "batch_select_indices")  # a transformers Cache (DynamicCache)
+
+
 def truncate(cache, length: int) -> None:
-    """Keep the first `length` slots. (transformers 5's DynamicCache.crop(n) takes MINUS the number of
-    slots to drop and rejects a positive n, so slicing here avoids depending on either convention.)"""
-    if cache_length(cache) < length:
-        raise ValueError(f"cannot truncate a cache of {cache_length(cache)} slots to {length}")
-    _map_kv(cache, lambda t: t[:, :, :length])
+    """Keep the first `length` slots (views, no copy). transformers 5's `DynamicCache.crop(n)` takes MINUS the
+    number of slots to drop (a positive n is refused); tests/test_eval_kv_hf_api.py pins that convention."""
+    have = cache_length(cache)
+    if have < length:
+        raise ValueError(f"cannot truncate a cache of {have} slots to {length}")
+    if _is_hf(cache):
+        cache.crop(length - have)
+    else:
+        _map_kv(cache, lambda t: t[:, :, :length])
 
 
-def gather_tail(cache, start: int, index: torch.Tensor) -> None:
-    """Replace slots start.. by the per-row selection `index` (B, M) of offsets into them."""
+def gather_tail(cache, start: int, index: torch.Tensor, prefix: bool = False) -> None:
+    """Replace slots start.. by the per-row selection `index` (B, M) of offsets into them.
 
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], index.shape[1], t.shape[3])
-        return torch.cat([t[:, :, :start], t[:, :, start:].gather(2, idx)], dim=2)
+    Only the M selected slots move: they are copied in place over slots start..start+M and the cache is cut
+    there (the prefix before `start` is never copied). `prefix=True` says index is 0..M-1 in every row (a
+    chain accepted a prefix), which needs no copy at all."""
+    m = index.shape[1]
+    if not prefix:
 
-    _map_kv(cache, fn)
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], m, t.shape[3])
+            t[:, :, start : start + m] = t[:, :, start:].gather(2, idx)  # gather copies first: no overlap
+            return t
+
+        _map_kv(cache, fn)
+    truncate(cache, start + m)
 
 
 def select_rows(cache, rows: torch.Tensor) -> None:
-    _map_kv(cache, lambda t: t.index_select(0, rows))
+    if _is_hf(cache):
+        cache.batch_select_indices(rows)
+    else:
+        _map_kv(cache, lambda t: t.index_select(0, rows))
 
 
 class Slots:
@@ -64,6 +83,8 @@ class Slots:
     def __init__(self, valid: torch.Tensor) -> None:
         self.valid = valid  # (B, S) bool
         self.lengths = valid.sum(1)  # (B,) positions committed so far
+        # Every slot of every row is valid: a causal block then needs no explicit mask (see `causal_or_none`).
+        self.dense = valid.numel() == 0
 
     @classmethod
     def empty(cls, batch: int, device: torch.device) -> Slots:
@@ -84,14 +105,17 @@ class Slots:
         parts = [past] + ([pending] if pending is not None else []) + [block | eye]
         return torch.cat(parts, dim=2)[:, None]
 
-    def append(self, valid: torch.Tensor) -> None:
-        """Commit (B, M) new slots (in the cache already), `valid` marking the real ones."""
+    def append(self, valid: torch.Tensor, all_valid: bool = False) -> None:
+        """Commit (B, M) new slots (in the cache already), `valid` marking the real ones (`all_valid`: the
+        caller knows every entry is True, so `dense` stays known without a device sync)."""
         self.valid = torch.cat([self.valid, valid], dim=1)
         self.lengths = self.lengths + valid.sum(1)
+        self.dense = self.dense and all_valid
 
     def truncate(self, size: int) -> None:
         self.valid = self.valid[:, :size]
         self.lengths = self.valid.sum(1)
+        self.dense = self.dense or self.valid.numel() == 0
 
     def select_rows(self, rows: torch.Tensor) -> None:
         self.valid, self.lengths = self.valid.index_select(0, rows), self.lengths.index_select(0, rows)
@@ -108,6 +132,11 @@ def block_positions(slots: Slots, valid: torch.Tensor) -> torch.Tensor:
     """Positions of a causal block whose valid entries continue each row's sequence (padding repeats)."""
     v = valid.long()
     return slots.lengths[:, None] + v.cumsum(1) - v
+
+
+def positions(slots: Slots, t: int) -> torch.Tensor:
+    """(B, t) positions of a causal block continuing every row (all rows' slots valid)."""
+    return slots.lengths[:, None] + torch.arange(t, device=slots.lengths.device)
 
 
 def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

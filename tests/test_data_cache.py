@@ -4,6 +4,7 @@ keeping whole shards, a full disk is refused before work, a bad data set writes 
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from data.cache import CacheJob, estimate_bytes, run_cache
 from data.cache_reader import CacheMismatch, HiddenStateCache
 from data.fingerprint import model_fingerprint as data_model_fp
+from data.packing import real_lengths
 from data.spec import split_spec
 from data.validate import DataValidationError
 from tests.conftest import TINY_LLAMA
@@ -138,3 +140,85 @@ def test_full_disk_is_refused_and_bad_data_writes_nothing(
     with pytest.raises(DataValidationError, match=r"bad.jsonl:2: field 'text' is int"):
         run_cache(cache_job(bad_cfg, tmp_path / "never", [-1]))
     assert not (tmp_path / "never").exists()
+
+
+def chat_cfg(chats: Path, out: Path, draft: str, **data: object) -> TrainConfig:
+    """The first shipped dialogues, one padded 128-token row each (most of every row is padding)."""
+    overrides = [
+        f"draft={draft}", f"target.name_or_path={TINY_LLAMA}", "data=embedded-dialogues",
+        f"data.train_files=[{chats}]", f"data.valid_files=[{chats}]", "data.seq_len=128",
+        "train.micro_batch_size=4", f"output_dir={out}", "logger=none", "deepspeed=none",
+        *(f"data.{k}={v}" for k, v in data.items()),
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_typed(compose(config_name="train", overrides=overrides))
+
+
+@pytest.fixture(scope="module")
+def chats(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("chats") / "chats.jsonl"
+    src = Path(CONF_DIR).parent / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
+    with gzip.open(src, "rt") as f:
+        out.write_text("".join(line for _, line in zip(range(16), f, strict=False)))
+    return out
+
+
+def test_padded_chats_store_only_real_tokens_and_train_the_same(chats: Path, tmp_path: Path) -> None:
+    """Chat rows are mostly padding: the cache stores only each record's real tokens, reads every record back
+    exactly (the target's own states, bf16 on request), and offline training on them matches online."""
+    cfg = chat_cfg(chats, tmp_path / "run", "eagle3")
+    fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
+    m = run_cache(cache_job(cfg, fp32, [1, 2, 3, -1]))
+    job = cache_job(cfg, bf16, [1, 2, 3, -1])
+    job.dtype, job.shard_tokens = "bfloat16", 300  # shards close on tokens too
+    mb = run_cache(job)
+    blocks = HiddenStateCache(fp32).split("train")
+    masks = blocks.loss_masks()
+    real = int(torch.from_numpy(real_lengths(masks)).sum())
+    assert 0 < real < 0.6 * masks.numel()  # the rows really are padded
+    assert m["tokens"]["train"] == real == mb["tokens"]["train"]
+    state = sum(s["bytes"] for s in m["splits"]["train"]["shards"])
+    assert real * m["bytes_per_token"] <= state < real * m["bytes_per_token"] + 8 * 1024  # + headers, index
+    assert len(mb["splits"]["train"]["shards"]) > len(m["splits"]["train"]["shards"])
+    # Each record reads back as the target's own final-norm states on its real tokens, zeros past them.
+    target = cfg.target.load("cpu")
+    ids = blocks.get(range(len(blocks)), ["input_ids"])["input_ids"]
+    lengths = real_lengths(masks)
+    for name in ("fp32", "bf16"):
+        split = HiddenStateCache(tmp_path / name).split("train")
+        for r in (0, 5, len(split) - 1):
+            n = int(lengths[r])
+            with torch.no_grad():
+                want = target.model(input_ids=ids[r : r + 1, :n].long(), output_hidden_states=True)
+            got = split.get([r], ["layer_4", "layer_2"])
+            tol = {"rtol": 1e-2, "atol": 1e-2} if name == "bf16" else {"rtol": 1e-5, "atol": 1e-5}
+            torch.testing.assert_close(got["layer_4"][0, :n].float(), want.hidden_states[4][0], **tol)
+            torch.testing.assert_close(got["layer_2"][0, :n].float(), want.hidden_states[2][0], **tol)
+            assert not got["layer_4"][0, n:].any()
+    off_cfg = chat_cfg(chats, tmp_path / "run", "eagle3", mode="offline", cache_dir=fp32)
+    torch.manual_seed(0)
+    draft_on = build_draft(cfg, target)
+    draft_off = copy.deepcopy(draft_on)
+    online, offline = PretrainStage(cfg, target, 0, 1), PretrainStage(off_cfg, target, 0, 1)
+    curves = []
+    for stage, model in ((online, draft_on), (offline, draft_off)):
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        losses = []
+        for i in range(3):
+            out = stage.forward_loss(model, stage.train_batch(i))
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+            losses.append(out.loss.item())
+        curves.append(losses)
+    torch.testing.assert_close(curves[0], curves[1], rtol=1e-5, atol=1e-6)
+
+
+def test_old_padded_cache_is_refused(cache: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(cache, old)
+    m = json.loads((old / "manifest.json").read_text())
+    del m["format"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CacheMismatch, match="padded layout"):
+        HiddenStateCache(old)

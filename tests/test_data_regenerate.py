@@ -69,5 +69,5 @@ def test_cli_cache_on_the_default_corpus(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["layers"] == [2, 4] and summary["bytes_per_token"] == 2 * 256 * 4 + 5
+    assert summary["layers"] == [2, 4] and summary["bytes_per_token"] == 2 * 256 * 2 + 5  # bf16 by default
     assert (out / "manifest.json").is_file() and len(list((out / "train").glob("*.safetensors"))) == 1

@@ -47,14 +47,18 @@ class DenseDrafter:
         self.pend = torch.cat([self.pend, tokens], 1)
         self.pend_valid = torch.cat([self.pend_valid, valid], 1)
 
-    def _run(self, tokens: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _run(
+        self, tokens: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor, keep: int = 0
+    ) -> torch.Tensor:
+        """mask None = causal over every cached slot; keep = logits of the last `keep` positions (0 = all)."""
         dtype = self.model.get_input_embeddings().weight.dtype
         out = self.model(
             input_ids=tokens,
-            attention_mask=additive(mask, dtype),
+            attention_mask=None if mask is None else additive(mask, dtype),
             position_ids=pos,
             past_key_values=self.cache,
             use_cache=True,
+            logits_to_keep=keep,
         )
         self.cache = out.past_key_values
         return out.logits
@@ -62,8 +66,11 @@ class DenseDrafter:
     def propose(self, root: torch.Tensor, settings: DraftSettings, gen: torch.Generator | None) -> DraftTree:
         toks = torch.cat([self.pend, root[:, None]], 1)
         valid = torch.cat([self.pend_valid, torch.ones_like(root, dtype=torch.bool)[:, None]], 1)
-        logits = self._run(toks, self.slots.mask(causal_block(valid)), block_positions(self.slots, valid))
-        self.slots.append(valid)
+        dense = self.slots.dense and bool(valid.all())  # then the catch-up block is plainly causal
+        mask = None if dense else self.slots.mask(causal_block(valid))
+        # Only the root's logits are read: the catch-up tokens' would cost a vocabulary matmul each.
+        logits = self._run(toks, mask, block_positions(self.slots, valid), keep=1)
+        self.slots.append(valid, all_valid=dense)
         self.pend, self.pend_valid, self.root_in_cache = toks[:, :0], valid[:, :0], True
         committed, expanded = self.slots.size, [0]
 
@@ -72,7 +79,9 @@ class DenseDrafter:
         ) -> torch.Tensor:
             b, k = tokens.shape
             e = expanded[0]
-            mask = self.slots.mask(visible[:, :, e:], pending=visible[:, :, :e])
+            # A chain node sees every slot and every earlier node: causal, no mask needed.
+            chained = settings.mode == CHAIN and self.slots.dense
+            mask = None if chained else self.slots.mask(visible[:, :, e:], pending=visible[:, :, :e])
             expanded[0] += k
             return self._run(tokens, mask, (self.slots.lengths[:, None] + depth - 1).expand(b, k))
 

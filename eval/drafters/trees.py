@@ -136,6 +136,12 @@ def static_tree(candidates: torch.Tensor, paths: Sequence[Sequence[int]]) -> Dra
     )
 
 
+def is_chain(parents: torch.Tensor) -> bool:
+    """Every row's nodes form one line below the root (node i's parent is i - 1): causal attention."""
+    ar = torch.arange(parents.shape[1], device=parents.device)
+    return bool((parents == ar - 1).all())
+
+
 def tree_visibility(parents: torch.Tensor, max_depth: int | None = None) -> torch.Tensor:
     """(B, N) parents -> (B, 1+N, 1+N) bool over [root, nodes]: entry (i, j) is True exactly when j is i
     itself or one of its ancestors (the root is everyone's ancestor)."""

@@ -2,6 +2,8 @@
 
     python tests/bench/bench_eval_speed.py --target tiny-llama --steps 400
 
+Also prints each engine step split into draft / verify (target forward) / bookkeeping.
+
 The training here is a deliberately minimal stand-in for `python -m train` (feature regression plus soft
 cross-entropy to the target's next-token distribution on the shipped Python-docs corpus), only so the eval
 has a draft worth measuring; it is not the product's trainer.
@@ -114,10 +116,18 @@ def main() -> None:
         "baseline_tokens_per_s",
         "speedup",
         "speedup_ceiling",
+        "draft_ms",
+        "verify_ms",
+        "overhead_ms",
     ]
     print("draft".ljust(22) + "".join(k.rjust(22) for k in keys))
     for name, m in rows.items():
         print(name.ljust(22) + "".join(f"{m['all'][k] or 0:22.3f}" for k in keys))
+    for name, m in rows.items():  # the engine step split: draft / verify (target forward) / bookkeeping
+        a = m["all"]
+        step = a["draft_ms"] + a["verify_ms"] + a["overhead_ms"]
+        print(f"{name}: step {step:.2f} ms = draft {100 * a['draft_ms'] / step:.0f}% + verify "
+              f"{100 * a['verify_ms'] / step:.0f}% + bookkeeping {100 * a['overhead_ms'] / step:.1f}%")  # fmt: skip
 
 
 if __name__ == "__main__":
