@@ -199,7 +199,7 @@ def test_padded_chats_store_only_real_tokens_and_train_the_same(chats: Path, tmp
     torch.manual_seed(0)
     draft_on = build_draft(cfg, target)
     draft_off = copy.deepcopy(draft_on)
-    online, offline = PretrainStage(cfg, target, 0, 1), PretrainStage(off_cfg, target, 0, 1)
+    online, offline = LossSeam(cfg, target, 0, 1), LossSeam(off_cfg, target, 0, 1)
     curves = []
     for stage, model in ((online, draft_on), (offline, draft_off)):
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
