@@ -13,10 +13,10 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from data.blocks import BuildSpec
+from data.paths import CONF_DIR, register_resolvers
 from data.sources import SourceSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_CONF_DIR = REPO_ROOT / "conf" / "data"
+DATA_CONF_DIR = CONF_DIR / "data"
 
 
 def split_spec(cfg: Mapping[str, Any], split: str) -> BuildSpec | None:
@@ -53,10 +53,7 @@ def load_data_config(name_or_path: str, overrides: list[str] | None = None) -> d
     if not path.is_file():
         options = sorted(p.stem for p in DATA_CONF_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"data config {name_or_path!r}: no such file or conf/data option ({options})")
-    if not OmegaConf.has_resolver(
-        "repo"
-    ):  # same resolver as train.paths, registered here to stay independent
-        OmegaConf.register_new_resolver("repo", lambda rel: str(REPO_ROOT / rel))
+    register_resolvers()
     cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)

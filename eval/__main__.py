@@ -5,9 +5,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from data.paths import CONF_DIR, register_resolvers
 from eval.config import to_eval_config
 from eval.run import evaluate
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

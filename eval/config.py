@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
+from data.tracking import LoggerConfig
 from train.modeling.target import TargetConfig
-from train.tracking import LoggerConfig
 
 PROMPT_SOURCES = ("tasks", "embedded", "jsonl", "questions")
 TASK_CATEGORIES = ("multi_turn", "code", "math", "instruction", "qa", "summarization")

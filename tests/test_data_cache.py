@@ -16,13 +16,13 @@ from hydra import compose, initialize_config_dir
 from data.cache import CacheJob, estimate_bytes, run_cache
 from data.cache_reader import CacheMismatch, HiddenStateCache
 from data.fingerprint import model_fingerprint as data_model_fp
+from data.paths import CONF_DIR, register_resolvers
 from data.spec import split_spec
 from data.validate import DataValidationError
 from tests.conftest import TINY_LLAMA
 from train.config import TrainConfig, to_typed
 from train.draft_factory import build_draft
 from train.modeling.target import model_fingerprint as train_model_fp
-from train.paths import CONF_DIR, register_resolvers
 from train.stages import PretrainStage
 
 register_resolvers()

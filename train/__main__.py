@@ -7,7 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from train.paths import CONF_DIR, register_resolvers
+from data.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

@@ -12,8 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from data.tracking import LoggerConfig
 from train.modeling.target import TargetConfig
-from train.tracking import LoggerConfig
 
 
 class ConfigError(ValueError):

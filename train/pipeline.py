@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from train.paths import CONF_DIR, register_resolvers
+from data.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 
