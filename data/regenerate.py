@@ -117,6 +117,7 @@ def run_regenerate(job: RegenJob) -> dict[str, float]:
             attn = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
             torch.manual_seed(job.seed * 1_000_003 + batch[0][0])
             sample = job.temperature > 0
+            # generate applies TemperatureLogitsWarper + TopPLogitsWarper: eval.sampling builds the same pair.
             gen = model.generate(
                 input_ids=ids,
                 attention_mask=attn,
