@@ -12,6 +12,7 @@ import json
 import sys
 
 from data.spec import load_data_config, split_spec
+from data.target_io import DTYPES
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                ("--temperature", float, 0.0), ("--top-p", float, 1.0), ("--seed", int, 0),
                                ("--limit", int, None)):  # fmt: skip
         r.add_argument(flag, type=typ, default=default)
-    r.add_argument("--dtype", default="float32")
+    r.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     _data_args(r)
     c = sub.add_parser("cache", help="store target hidden states for data.mode=offline")
     c.add_argument("--target", required=True)
@@ -73,11 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "validate":
-        from transformers import AutoTokenizer
-
         from data.blocks import build_blocks
+        from data.target_io import load_tokenizer
 
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        tok = load_tokenizer(args.tokenizer, "--tokenizer")
         for split in ("train", "valid"):
             spec = split_spec(load_data_config(args.data, args.overrides), split)
             if spec is not None:

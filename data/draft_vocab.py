@@ -21,11 +21,13 @@ import torch
 from datasets import load_dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
+from data.atomic import atomic_file
 from data.blocks import build_blocks
-from data.fingerprint import tokenizer_fingerprint
+from data.fingerprint import check_fingerprint, tokenizer_fingerprint
 from data.spec import load_data_config, split_spec
+from data.target_io import load_tokenizer
 
 
 def count_tokens(
@@ -83,11 +85,9 @@ def build_maps(
 def save_vocab(
     path: Path, d2t: torch.Tensor, t2d: torch.Tensor, tokenizer: PreTrainedTokenizerBase, meta: dict
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = {"tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "vocab_size": str(len(t2d)), **meta}
-    tmp = path.with_suffix(".tmp")
-    save_file({"d2t": d2t, "t2d": t2d}, str(tmp), metadata={k: str(v) for k, v in info.items()})
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({"d2t": d2t, "t2d": t2d}, str(tmp), metadata={k: str(v) for k, v in info.items()})
 
 
 def load_vocab(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,10 +101,12 @@ def load_vocab(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[to
         meta = f.metadata() or {}
         d2t, t2d = f.get_tensor("d2t"), f.get_tensor("t2d")
     have = tokenizer_fingerprint(tokenizer)
-    if meta.get("tokenizer_fingerprint") != have or len(t2d) != len(tokenizer):
+    want = meta.get("tokenizer_fingerprint") or "(none recorded)"  # a map must say which tokenizer it fits
+    check_fingerprint(f"draft vocabulary {path}", "tokenizer", want, have,
+                      f"{meta.get('vocab_size')} tokens", f"{len(tokenizer)} tokens")  # fmt: skip
+    if len(t2d) != len(tokenizer):
         raise ValueError(
-            f"draft vocabulary {path} was built for tokenizer {meta.get('tokenizer_fingerprint')} "
-            f"({meta.get('vocab_size')} tokens); this tokenizer is {have} ({len(tokenizer)} tokens)"
+            f"draft vocabulary {path} was built for {len(t2d)} tokens; this tokenizer has {len(tokenizer)}"
         )
     return d2t, t2d
 
@@ -132,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--size", type=int, required=True, help="draft vocabulary size")
     p.add_argument("--out", required=True, help="output .safetensors")
     args = p.parse_args(argv)
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer, "--tokenizer")
     if not args.files and not args.data:
         p.error("give --files and/or --data")
     per_source = [count_tokens([f], tok, args.text_field) for f in args.files]

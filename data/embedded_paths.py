@@ -1,4 +1,4 @@
-"""Where the assets shipped in the repo live (built by `python -m data.build_embedded`; see its README)."""
+"""Where the assets shipped in the repo live (built by `python -m builders.embedded`; see its README)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Fingerprints and file hashes, computed without importing `train` (data must not depend on it).
 
 Training uses these same functions (`train.modeling.target`, `train.checkpoint`), so a cache made by
-`python -m data cache` is recognised by training and every manifest hashes files one way.
+`python -m data cache` is recognised by training and every manifest hashes files one way; every check that
+an artifact belongs to this tokenizer or target goes through `check_fingerprint`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,24 @@ def model_fingerprint(model: nn.Module) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def dict_fingerprint(d: object) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def check_fingerprint(
+    what: str,
+    kind: str,
+    want: str | None,
+    have: str | None,
+    want_from: object = None,
+    have_from: object = None,
+    error: type[ValueError] = ValueError,
+) -> None:
+    """Refuse an artifact (draft, vocabulary map, cache, export) made for another tokenizer or target: its
+    token ids or features would mean something else. A fingerprint not recorded on either side passes.
+
+    `what` names the artifact, `kind` the fingerprint ("tokenizer", "target"); `*_from` say where each came
+    from (a path or model name) so the message tells the user which two things disagree."""
+    if want and have and want != have:
+        made = f" ({want_from})" if want_from else ""
+        this = f" ({have_from})" if have_from else ""
+        raise error(f"{what} was built for {kind} {want}{made}, but this {kind} is {have}{this}")
 
 
 def sha256_file(path: Path) -> str:

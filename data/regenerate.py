@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from data.chat import encode_prompt, load_chat_template
 from data.formats import RecordError, check_conversation, detect_format, record_messages, to_format
 from data.sources import SourceSpec, iter_records
-from data.target_io import load_target
+from data.target_io import eos_token_ids, load_target
 from data.validate import Issue, Report, check_report
 
 
@@ -100,9 +100,7 @@ def run_regenerate(job: RegenJob) -> dict[str, float]:
     prompts = read_prompts(job)
     done = _resume(partial)
     todo = [(pos, p) for pos, p in enumerate(prompts) if p.where not in done]
-    gen_cfg = model.generation_config
-    stop = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else tok.eos_token_id
-    stop_ids = set(stop if isinstance(stop, list) else [stop])
+    stop_ids = eos_token_ids(model, tok)  # the same stop set eval decodes with
     pad = tok.pad_token_id if tok.pad_token_id is not None else min(stop_ids)
     device = next(model.parameters()).device
     partial.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +117,7 @@ def run_regenerate(job: RegenJob) -> dict[str, float]:
             attn = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
             torch.manual_seed(job.seed * 1_000_003 + batch[0][0])
             sample = job.temperature > 0
+            # generate applies TemperatureLogitsWarper + TopPLogitsWarper: eval.sampling builds the same pair.
             gen = model.generate(
                 input_ids=ids,
                 attention_mask=attn,

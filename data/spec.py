@@ -13,11 +13,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from data.blocks import BuildSpec
+from data.paths import CONF_DIR, register_resolvers
 from data.sources import SourceSpec
 from data.typed import to_typed
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_CONF_DIR = REPO_ROOT / "conf" / "data"
+DATA_CONF_DIR = CONF_DIR / "data"
 
 
 @dataclass
@@ -95,7 +95,6 @@ def load_data_config(name_or_path: str, overrides: list[str] | None = None) -> D
     if not path.is_file():
         options = sorted(p.stem for p in DATA_CONF_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"data config {name_or_path!r}: no such file or conf/data option ({options})")
-    if not OmegaConf.has_resolver("repo"):  # same resolver as train.paths: data may not import train
-        OmegaConf.register_new_resolver("repo", lambda rel: str(REPO_ROOT / rel))
+    register_resolvers()
     cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
     return to_typed(DataConfig, cfg, "data config")

@@ -7,10 +7,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from data.paths import CONF_DIR, register_resolvers
 from eval.config import to_eval_config
 from eval.inputs import check_inputs
 from eval.run import evaluate
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

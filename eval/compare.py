@@ -21,9 +21,9 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from safetensors import safe_open
 
+from data.paths import CONF_DIR, register_resolvers
 from eval.config import to_eval_config
 from eval.run import evaluate
-from train.paths import CONF_DIR, register_resolvers
 
 
 def _meta(export: Path) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
+from data.tracking import LoggerConfig
 from data.typed import to_typed
 from train.modeling.target import TargetConfig
-from train.tracking import LoggerConfig
 
 PROMPT_SOURCES = ("tasks", "embedded", "jsonl", "questions")
 TASK_CATEGORIES = ("multi_turn", "code", "math", "instruction", "qa", "summarization")

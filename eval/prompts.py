@@ -1,6 +1,6 @@
 """Held-out prompts by category: chat rows go through the target's chat template (up to their last user
 turn), text rows are a document prefix. Sources: the shipped task categories (eval/assets/tasks.jsonl, see
-eval/build_tasks.py), the raw shipped corpus, user JSONL files, or MT-bench / Spec-Bench question.jsonl.
+builders/tasks.py), the raw shipped corpus, user JSONL files, or MT-bench / Spec-Bench question.jsonl.
 
 Selection is deterministic and spread over the whole file (evenly spaced rows), so a prompt id names the
 same token ids on every machine and a larger num_prompts only adds prompts between the existing ones' rows.
@@ -16,9 +16,9 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from data.embedded_paths import CORPUS_DIR
-from eval.build_tasks import TASKS_FILE
 from eval.config import EMBEDDED_CATEGORIES, PromptsConfig
 
+TASKS_FILE = Path(__file__).resolve().parent / "assets" / "tasks.jsonl"  # written by python -m builders.tasks
 EMBEDDED_FILES = {
     "chat": CORPUS_DIR / "dialogues_valid.jsonl.gz",
     "docs": CORPUS_DIR / "pydocs_valid.jsonl.gz",

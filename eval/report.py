@@ -1,4 +1,7 @@
-"""What an eval run leaves behind: a printed table, results.{json,csv}, outputs.jsonl, PNGs, logger entries."""
+"""What an eval run leaves behind: a printed table, results.{json,csv}, outputs.jsonl, PNGs, logger entries.
+
+The text table is drawn here (`_grid`), not by a table library: none is a dependency (pandas, tabulate and
+rich are not), and one that was would change nothing a user reads."""
 
 from __future__ import annotations
 
@@ -95,9 +98,25 @@ def plot_categories(metrics: dict[str, Metrics], path: Path) -> Path:
     return path
 
 
-def plot_batch_sizes(by_bs: dict[int, dict[str, Metrics]], path: Path) -> Path:
+def _plot_one_batch_size(batch: int, m: Metrics, path: Path) -> Path:
+    """One batch size has no trend to draw: two bars (speculative, target alone) with tau in the title."""
     fig, ax = _figure()
+    names = ["speculative", "target alone"]
+    values = [m["spec_tokens_per_s"] or 0, m["baseline_tokens_per_s"] or 0]
+    bars = ax.bar(names, values, color=["C0", "gray"])
+    ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize="small")
+    ax.set_ylabel("tokens/s")
+    ax.set_title(f"Throughput at batch size {batch} (tau {_fmt(m['tau'])})")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_batch_sizes(by_bs: dict[int, dict[str, Metrics]], path: Path) -> Path:
     sizes = list(by_bs)
+    if len(sizes) == 1:  # a line through one point reads as a trend that was never measured
+        return _plot_one_batch_size(sizes[0], by_bs[sizes[0]]["all"], path)
+    fig, ax = _figure()
     ax.plot(sizes, [by_bs[b]["all"]["spec_tokens_per_s"] or 0 for b in sizes], "o-", label="speculative")
     ax.plot(
         sizes, [by_bs[b]["all"]["baseline_tokens_per_s"] or 0 for b in sizes], "s--", label="target alone"

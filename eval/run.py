@@ -12,16 +12,17 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from data.target_io import eos_token_ids, pick_device
+from data.tracking import make_logger
 from eval.config import EvalConfig
 from eval.drafters import DraftSettings, NoDrafter, load_drafter
-from eval.engine import Engine, Generation, RowResult, eos_token_ids
+from eval.engine import Engine, Generation, RowResult
 from eval.metrics import Metrics, summarize
 from eval.prompts import Prompt, load_prompts
 from eval.report import format_table, log_results, plot_all, write_outputs, write_results
 from eval.sampling import Sampling
 from eval.verify import TreeVerifier
 from train.modeling.target import FrozenTarget
-from train.tracking import make_logger
 
 WARMUP_TOKENS = 4
 
@@ -72,14 +73,6 @@ class LosslessError(RuntimeError):
         )
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch.cuda.is_available() is False")
-    return torch.device(name)
-
-
 def load_target(cfg: EvalConfig) -> FrozenTarget:
     # Verifying a tree (and ragged batches) needs a custom 4D mask, which flash-attention cannot take.
     attn = "sdpa" if cfg.target.attn_implementation == "auto" else cfg.target.attn_implementation
@@ -87,7 +80,7 @@ def load_target(cfg: EvalConfig) -> FrozenTarget:
         raise ValueError(
             "target.attn_implementation=flash_attention_2 cannot take tree masks: use sdpa or eager"
         )
-    return dataclasses.replace(cfg.target, attn_implementation=attn).load(resolve_device(cfg.device))
+    return dataclasses.replace(cfg.target, attn_implementation=attn).load(pick_device(cfg.device))
 
 
 def first_mismatch(target: FrozenTarget, prompt: Prompt, bs: int, spec: RowResult, base: RowResult):
@@ -160,7 +153,7 @@ def evaluate(
     sampling = Sampling(cfg.temperature, cfg.top_p)
     t = cfg.tree
     settings = DraftSettings(cfg.mode, cfg.draft_length, t.depth, t.topk, t.budget, sampling)
-    eos = eos_token_ids(target)
+    eos = eos_token_ids(target.model, target.tokenizer)
     spec, base = Engine(target, drafter, settings, eos, verifier), Engine(target, NoDrafter(), settings, eos)
     # Warm-up (not measured): the first forwards of a process pay for allocations and kernel selection.
     warm = [prompt_set.prompts[0].input_ids]

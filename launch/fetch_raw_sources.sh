@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fetch the raw sources that `python -m data.build_embedded` turns into data/embedded/:
+# Fetch the raw sources that `python -m builders.embedded` turns into data/embedded/:
 #   $1/doc/  python3.11-doc unpacked with dpkg-deb -x (reStructuredText under .../html/_sources, PSF licence)
 #   $1/cb/   the chatterbot-corpus wheel (English yml dialogues, BSD licence)
 # Needs a Debian/Ubuntu apt index that carries python3.11-doc (Debian 12 does) and access to PyPI.
 # Nothing is installed: apt-get download + dpkg-deb -x unpack into the folder, pip only downloads.
 #
 #   bash launch/fetch_raw_sources.sh /tmp/raw
-#   python -m data.build_embedded --python-doc /tmp/raw/doc --chatterbot /tmp/raw/cb --out data/embedded
+#   python -m builders.embedded --python-doc /tmp/raw/doc --chatterbot /tmp/raw/cb --out data/embedded
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then

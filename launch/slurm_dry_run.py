@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from train.paths import CONF_DIR, register_resolvers
+from data.paths import CONF_DIR, register_resolvers
 
 
 def sbatch_text(overrides: list[str]) -> str:

@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from data.paths import CONF_DIR, register_resolvers
 from train.config import ConfigError, to_typed
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

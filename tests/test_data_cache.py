@@ -17,6 +17,7 @@ from data.cache import CacheJob, estimate_bytes, run_cache
 from data.cache_reader import CacheMismatch, HiddenStateCache
 from data.fingerprint import model_fingerprint as data_model_fp
 from data.packing import real_lengths
+from data.paths import CONF_DIR, register_resolvers
 from data.spec import split_spec
 from data.validate import DataValidationError
 from tests.conftest import TINY_LLAMA
@@ -24,7 +25,6 @@ from train.config import TrainConfig, to_typed
 from train.draft_factory import build_draft
 from train.loss_seam import LossSeam
 from train.modeling.target import model_fingerprint as train_model_fp
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 SEQ = 32

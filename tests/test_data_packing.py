@@ -10,12 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data.packing import BlockSampler, real_lengths
+from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
 from train.loss_seam import LossSeam
 from train.modeling.target import FrozenTarget
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

@@ -9,12 +9,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data.draft_vocab import build_maps, load_vocab, save_vocab
+from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
 from train.modeling.target import FrozenTarget
 from train.objectives.eagle3 import Eagle3Objective, unrolled_attention_mask
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from data.paths import CONF_DIR, register_resolvers
 from eval.drafters import DraftSettings, NoDrafter
 from eval.drafters.dense import DenseDrafter
 from eval.drafters.eagle3 import Eagle3Drafter
@@ -18,7 +19,6 @@ from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
 from train.modeling.target import FrozenTarget
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 TEXTS = ["The json module can serialize Python objects", "def read(path):", "Lists are", "In Python"]

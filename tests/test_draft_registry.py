@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from data.paths import CONF_DIR, REPO_ROOT, register_resolvers
 from eval.drafters import DRAFTERS, DraftSettings, drafter_class
 from eval.drafters.medusa import MedusaDrafter
 from tests.conftest import TINY_LLAMA
@@ -18,7 +19,6 @@ from train.config import ConfigError, to_typed
 from train.draft_factory import build_draft
 from train.drafts import SPECS
 from train.modeling.target import FrozenTarget
-from train.paths import CONF_DIR, REPO_ROOT, register_resolvers
 
 register_resolvers()
 

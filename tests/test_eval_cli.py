@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoTokenizer
 
 from data.embedded_paths import TOKENIZER_DIR
+from data.paths import CONF_DIR, register_resolvers
 from eval.config import TASK_CATEGORIES, EvalConfig, PromptsConfig, to_eval_config
 from eval.prompts import load_prompts
-from train.paths import CONF_DIR, register_resolvers
 
 TARGETS = sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}

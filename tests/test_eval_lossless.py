@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from data.embedded_paths import TINY_LLAMA_DIR, TINY_QWEN2_DIR
+from data.tracking import LoggerConfig
 from eval.config import EvalConfig, PromptsConfig, TreeConfig
 from eval.drafters import DraftSettings, NoDrafter
 from eval.drafters.eagle import EagleDrafter, random_eagle_head
@@ -24,7 +25,6 @@ from eval.engine import Engine, eos_token_ids
 from eval.run import LosslessError, evaluate
 from eval.verify import TreeVerifier, Walk
 from train.modeling.target import FrozenTarget, TargetConfig
-from train.tracking import LoggerConfig
 
 TARGETS = {"tiny-llama": TINY_LLAMA_DIR, "tiny-qwen2": TINY_QWEN2_DIR}
 TEXTS = ["The json module can serialize Python objects", "def read(path):", "Lists are", "A class",

@@ -14,6 +14,8 @@ from hydra import compose, initialize_config_dir
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from data.paths import CONF_DIR, register_resolvers
+from data.tracking import LoggerConfig
 from eval.config import EvalConfig, PromptsConfig, TreeConfig
 from eval.run import evaluate
 from tests.families import REAL_CONFIGS, build_family_target
@@ -23,8 +25,6 @@ from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
 from train.modeling.draft.io import load_draft, save_draft
 from train.modeling.draft.layers import Rotary, target_rope
 from train.modeling.target import FrozenTarget, TargetConfig
-from train.paths import CONF_DIR, register_resolvers
-from train.tracking import LoggerConfig
 from train.trainer import run
 
 register_resolvers()

@@ -12,9 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import REPO, TINY_LLAMA
 from train.config import to_typed
-from train.paths import CONF_DIR, register_resolvers
 from train.pipeline import run_pipeline
 
 register_resolvers()

@@ -61,27 +61,81 @@ def _job_logs(sweep: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(sweep.rglob("*_log.*")))
 
 
+def _run(*cmd: str) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"({' '.join(cmd)}: {err})"
+    return (proc.stdout + proc.stderr).strip()
+
+
+def _queue() -> dict[str, str]:
+    """Job id -> state (PENDING, RUNNING, ...) of every job in the queue."""
+    rows = (line.split() for line in _run("squeue", "-h", "-o", "%i %T").splitlines())
+    return {row[0]: row[1] for row in rows if len(row) == 2}
+
+
+def _slurm_says() -> str:
+    """What SLURM knows about why a job does not run: the queue with reasons, the accounting states and the
+    tail of the controller's log (when this user can read it)."""
+    parts = [
+        "squeue: " + (_run("squeue", "-h", "-o", "%i %T %r %j") or "(empty)"),
+        "sinfo: " + _run("sinfo", "-h", "-o", "%N %T %C %E"),
+        "sacct: " + _run("sacct", "-n", "-X", "-o", "JobID,JobName%30,State,ExitCode,Reason%30"),
+    ]
+    log = next(
+        (line.split("=", 1)[1].strip() for line in _run("scontrol", "show", "config").splitlines()
+         if line.startswith("SlurmctldLogFile")),
+        "",
+    )  # fmt: skip
+    try:
+        parts.append(f"{log} (tail):\n" + "\n".join(Path(log).read_text(errors="replace").splitlines()[-30:]))
+    except OSError as err:
+        parts.append(f"slurmctld log not readable ({log or 'not configured'}: {err})")
+    return "\n".join(parts)
+
+
+def _wait_running(proc: subprocess.Popen, before: set[str], timeout_s: float) -> list[str]:
+    """The ids of the running job(s) Hydra submitted (not in `before`); fails, with what SLURM said, if none
+    runs in time."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"the launcher exited before its job ran:\n{proc.stdout.read() if proc.stdout else ''}"
+            )
+        running = [job for job, state in _queue().items() if state == "RUNNING" and job not in before]
+        if running:
+            return running
+        time.sleep(0.5)
+    pytest.fail(f"the submitted job did not start within {timeout_s:.0f} s. SLURM says:\n{_slurm_says()}")
+
+
 def test_signalled_job_requeues_once_resumes_and_matches_uninterrupted(
     small_corpus: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     ref = reference_run(tmp_path_factory, small_corpus)
     out, sweep = tmp_path / "run", tmp_path / "sweep"
     slow = {"DRAFTFORGE_TEST_FAULTS": json.dumps({"step_sleep": 0.3})}  # time to signal mid-run
+    before = set(_queue())
     proc = _submit(["hydra.launcher.tasks_per_node=2", *overrides(small_corpus, out)], sweep, slow)
+    job: list[str] = []  # set once the job runs, so the clean-up below never meets an unbound name
     try:
+        # A 2-task job waits for any earlier job to free the CPUs: wait for it to start, then for step 3.
+        job = _wait_running(proc, before, timeout_s=300)
+        assert len(job) == 1, job
         deadline = time.time() + 300
         while logged_since(out, 0) < 3:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.time() < deadline, "the job did not reach step 3"
+            assert time.time() < deadline, f"the job did not reach step 3. SLURM says:\n{_slurm_says()}"
             time.sleep(0.2)
-        job = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-        assert len(job) == 1, job
         subprocess.run(["scancel", "--signal=USR1", job[0]], check=True)
         stdout, _ = proc.communicate(timeout=420)
     finally:
         if proc.poll() is None:
             proc.kill()
-            subprocess.run(["scancel", *job], check=False)
+            # Whatever this submission left queued, whether or not it ever ran.
+            subprocess.run(["scancel", *(job or [j for j in _queue() if j not in before])], check=False)
     logs = _job_logs(sweep)
     assert proc.returncode == 0, stdout[-3000:] + logs[-3000:]
     assert logs.count("got SIGUSR1: saving at the next step boundary") == 2, logs[-3000:]  # both tasks

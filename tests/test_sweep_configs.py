@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hydra import initialize_config_dir
 
+from data.paths import CONF_DIR, register_resolvers
 from eval.laws.cost import ARCHS, draft_params, grid_points, sweep_cost
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 GRIDS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "point")

@@ -7,9 +7,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from data.paths import CONF_DIR, register_resolvers
+
 # Imported first: it registers the schema (`train_schema`) that conf/train.yaml composes onto.
 from train.config import ConfigError, check_paths, to_typed
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

@@ -10,13 +10,13 @@ byte makes it pick the previous checkpoint and say why. `*.tmp` folders are left
 save and are removed at start-up.
 
 Cost: sha256 runs at roughly 0.5-1 GB/s per core, split over the ranks; a multi-GB ZeRO checkpoint adds
-seconds to each save and to resume, which is the price of never resuming from a torn file.
+seconds to each save and to resume, which is the price of never resuming from a torn file; the save also
+fsyncs every file before the rename (data.atomic), so the folder's bytes are on disk when it appears.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.atomic import commit_folder
 from data.fingerprint import sha256_file
 from train import distributed as dist
 from train.engine import Engine
@@ -65,14 +66,6 @@ def checkpoint_root(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _hash_share(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """This rank's share of the files (every world_size-th), so hashing a big checkpoint runs in parallel."""
     r, w = dist.rank(), dist.world_size()
@@ -98,7 +91,7 @@ def save_checkpoint(
     tmp.mkdir(parents=True, exist_ok=True)
     torch.save({"state": asdict(state), "rng": _rng_state()}, tmp / f"rank{dist.rank()}.pt")
     if during_save is not None:
-        during_save()  # test-only fault injection point (train/guards.py: Faults)
+        during_save()  # test-only fault injection point (train/guards.py: FaultInjection)
     dist.barrier()  # every rank has written its part
     names = dist.broadcast_object(sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()))
     files: dict[str, dict[str, Any]] = {}
@@ -112,14 +105,10 @@ def save_checkpoint(
             "identity": identity or {},
             "files": dict(sorted(files.items())),
         }
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)  # a damaged save of the same step that resume skipped
-        os.rename(tmp, final)  # the commit point: a step_N folder appears whole or not at all
-        _fsync_dir(root)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        # The commit point: a step_N folder appears whole or not at all. It replaces a damaged save of the
+        # same step that resume skipped.
+        commit_folder(tmp, final)
         _prune(root, keep)
     dist.barrier()
     return final
@@ -217,8 +206,9 @@ def load_checkpoint(engine: Engine, folder: Path) -> TrainState:
     return TrainState(**{k: v for k, v in saved["state"].items() if k in known})
 
 
-def export_draft(engine: Engine, head_config: Any, out_dir: Path, meta: dict) -> Path:
-    """All ranks take part (ZeRO-3 gathers shards); rank 0 writes."""
+def write_export(engine: Engine, head_config: Any, out_dir: Path, meta: dict) -> Path:
+    """The run's draft export (train.modeling.draft.io; not a serving format: that is train.export). All ranks
+    take part (ZeRO-3 gathers shards); rank 0 writes."""
     state_dict = engine.full_state_dict()
     if dist.is_main():
         save_draft(state_dict, head_config, out_dir, meta)

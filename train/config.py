@@ -16,13 +16,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from data.spec import DataConfig
+from data.tracking import LoggerConfig
 from data.typed import ConfigError
 from data.typed import to_typed as typed_config
 from train.drafts import SPECS, unused_settings
 from train.losses import DIVERGENCES
 from train.modeling.target import TargetConfig, check_target_path
 from train.settings import DeepSpeedConfig, DraftConfig, LoopConfig, OptimConfig, StageConfig
-from train.tracking import LoggerConfig
 
 __all__ = [
     "ConfigError",

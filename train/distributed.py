@@ -10,6 +10,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from data.target_io import pick_device
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -34,9 +36,8 @@ def is_main() -> bool:
 
 
 def device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device(f"cuda:{local_rank()}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(requested)
+    """This rank's device: 'auto' = the CUDA device of its local rank when there is one (data.target_io)."""
+    return pick_device(requested, local_rank())
 
 
 def slurm_job_id() -> str | None:

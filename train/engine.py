@@ -19,6 +19,11 @@ from train.config import TrainConfig
 
 
 def lr_lambda(cfg: TrainConfig):  # noqa: ANN201 - a closure for LambdaLR
+    """Linear warmup to lr, then cosine to lr * min_lr_ratio at max_steps, held there after.
+
+    Not `transformers.get_cosine_with_min_lr_schedule_with_warmup`: its warmup starts at 0 (step 0 trains
+    with lr 0, ours with lr/warmup) and past max_steps its cosine climbs back up; the cosine part is the
+    same to the bit. Switching would change every run's losses (and resumed runs' schedules)."""
     warmup, total, floor = cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio
 
     def fn(step: int) -> float:

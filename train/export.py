@@ -10,14 +10,13 @@ Formats: see train/export_formats/registry.py. Every export writes a README.md c
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.atomic import atomic_folder
+from data.target_io import DTYPES
 from train.export_formats.card import write_card
-from train.export_formats.common import DTYPES, ExportError, Target, check_tokenizer, read_json, write_json
+from train.export_formats.common import ExportError, Target, check_tokenizer, read_json, write_json
 from train.export_formats.registry import FORMATS, detect, get_format
 from train.modeling.draft.io import load_draft, read_export_config, save_draft
 
@@ -41,19 +40,10 @@ def export_draft(
     head, meta = load_draft(draft)
     target = _target(target_dir, meta)
     check_tokenizer(meta, target, str(draft))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside and renamed into place: an engine never sees a half-written folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:  # an engine never sees a half-written folder
         notes = fmt.export(head.eval(), meta, tmp, target, dtype)
         write_json(tmp / SIDECAR, {"format": fmt.NAME, "meta": meta, "head": head.config.to_dict()})
         write_card(tmp, fmt.NAME, meta, target.path, target.tokenizer_fingerprint, draft, notes)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return out
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from data.paths import CONF_DIR, register_resolvers
 from data.typed import to_typed
-from train.paths import CONF_DIR, register_resolvers
 
 register_resolvers()
 

@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from data.cache_reader import CacheMismatch
+from data.tracking import make_logger
 from data.validate import DataValidationError
 from train import distributed as dist
-from train.checkpoint import TrainState, export_draft, save_checkpoint
+from train.checkpoint import TrainState, save_checkpoint, write_export
 from train.config import TrainConfig
 from train.draft_factory import build_draft
 from train.drafts import spec_for
@@ -41,7 +42,6 @@ from train.preemption import (
     request_requeue,
 )
 from train.resume import ResumeRefused, draft_vocab, implied_resume, resume
-from train.tracking import make_logger
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
@@ -323,7 +323,7 @@ class Trainer:
             "train_seconds": round(self.state.train_seconds, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        out = export_draft(self.engine, self.head_config, self.run_dir / "export", meta)
+        out = write_export(self.engine, self.head_config, self.run_dir / "export", meta)
         dist.print0(f"[train] draft export written to {out}")
         return out
 

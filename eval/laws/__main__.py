@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def log_wandb(sweep_dir: Path, laws: dict, plots: dict[str, Path], records: list[dict]) -> None:
     """One W&B run per fit: R^2 per law, the whole results table, the plots."""
+    from data.tracking import LoggerConfig, make_logger
     from eval.laws.records import flatten
-    from train.tracking import LoggerConfig, make_logger
 
     cfg = LoggerConfig(run_name=f"laws-{sweep_dir.name}", group=f"sweep-{sweep_dir.name}", tags=["laws"])
     logger = make_logger(cfg, sweep_dir, {"metric": laws["metric"]}, is_main=True)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from hydra import compose, initialize_config_dir
 
+from data.paths import CONF_DIR, register_resolvers
 from eval.laws.config import PointConfig, to_point_config
-from train.paths import CONF_DIR, register_resolvers
 
 
 @dataclass(frozen=True)

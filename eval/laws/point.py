@@ -20,11 +20,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from data.paths import CONF_DIR, register_resolvers
+from data.tracking import LoggerConfig, make_logger
 from eval.config import EvalConfig, to_eval_config
 from eval.laws.config import PointConfig, to_point_config
 from eval.laws.records import append_record, build_record, flatten, missing_fields
-from train.paths import CONF_DIR, register_resolvers
-from train.tracking import LoggerConfig, make_logger
 
 register_resolvers()
 EVAL_SECONDS = "eval_seconds.txt"

@@ -23,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from data.packing import BlockSampler, trim_batch  # noqa: E402
+from data.paths import CONF_DIR, register_resolvers  # noqa: E402
 from train.config import to_typed  # noqa: E402
-from train.paths import CONF_DIR, register_resolvers  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
 

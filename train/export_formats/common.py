@@ -11,17 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
-from data.fingerprint import tokenizer_fingerprint
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from data.fingerprint import check_fingerprint, tokenizer_fingerprint
+from data.target_io import DTYPES as DTYPES  # re-exported: the formats cast with it
+from data.target_io import load_model, load_tokenizer
 
 
 class ExportError(ValueError):
@@ -45,7 +39,7 @@ class Target:
     def _load(cls, path: str) -> Target:
         if not (Path(path) / "config.json").is_file():
             raise ExportError(f"--target {path}: not a Hugging Face model folder (no config.json)")
-        return cls(path, AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+        return cls(path, AutoConfig.from_pretrained(path), load_tokenizer(path, "--target"))
 
     @property
     def tokenizer_fingerprint(self) -> str:
@@ -58,7 +52,7 @@ class Target:
     def model(self) -> nn.Module:
         """Loaded lazily: only Medusa (a shared LM head written per head) needs the target's weights."""
         if self._model is None:
-            self._model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+            self._model = load_model(self.path, "float32", "cpu", field="--target")
         return self._model
 
 
@@ -70,13 +64,9 @@ def _load_target(path: str) -> Target:
 
 def check_tokenizer(meta: dict, target: Target, what: str) -> None:
     """Refuse a draft trained with another tokenizer: its token ids would mean other tokens."""
-    want = meta.get("tokenizer_fingerprint")
-    have = target.tokenizer_fingerprint
-    if want and want != have:
-        raise ExportError(
-            f"{what}: draft was trained with tokenizer {want} ({meta.get('target')}), but the tokenizer of "
-            f"--target {target.path} is {have}; refusing to export a draft for a target it was not trained on"
-        )
+    want, have = meta.get("tokenizer_fingerprint"), target.tokenizer_fingerprint
+    check_fingerprint(f"draft {what}", "tokenizer", want, have, meta.get("target"), f"--target {target.path}",
+                      ExportError)  # fmt: skip
 
 
 def cast(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -1,22 +1,21 @@
 """The frozen target: a Hugging Face causal LM that exposes the features a draft trains on.
 
-The target is loaded with `AutoModelForCausalLM`, put in eval mode with gradients off, and is never handed
-to DeepSpeed: only the draft is trained, so only the draft is wrapped, sharded and checkpointed.
+The target is loaded by `data.target_io.load_target` (`AutoModelForCausalLM`, the one loader every job
+shares), in eval mode with gradients off, and is never handed to DeepSpeed: only the draft is trained, so
+only the draft is wrapped, sharded and checkpointed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from data.fingerprint import model_fingerprint, tokenizer_fingerprint
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from data.target_io import ATTENTION, DTYPES, load_target
+from data.target_io import check_target_path as check_target_path  # re-exported for train.config
 
 
 @dataclass
@@ -24,26 +23,6 @@ class TargetFeatures:
     hidden: torch.Tensor  # (B, T, H): last hidden state after the final norm, what the LM head reads
     logits: torch.Tensor  # (B, T, V)
     layers: torch.Tensor | None = None  # (B, T, n*H): hidden_states[i] for i in feature_layers, concatenated
-
-
-def choose_attention(requested: str, device: torch.device) -> str:
-    """'auto' takes flash-attn 2 on CUDA when it is installed, else PyTorch's sdpa (CPU, or no flash-attn)."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
-
-
-def check_target_path(name_or_path: str, field: str = "target.name_or_path") -> None:
-    """Fail before any work when a local target directory is missing or incomplete."""
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{field}={name_or_path}: directory has no config.json (not a HF model)")
-        return
-    if name_or_path.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"{field}={name_or_path}: no such directory")
 
 
 class FrozenTarget(nn.Module):
@@ -66,28 +45,8 @@ class FrozenTarget(nn.Module):
         attn_implementation: str = "auto",
         tokenizer_path: str | None = None,
     ) -> FrozenTarget:
-        check_target_path(name_or_path)
-        device = torch.device(device)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                name_or_path,
-                dtype=DTYPES[dtype],
-                attn_implementation=choose_attention(attn_implementation, device),
-            )
-        except OSError as err:
-            raise FileNotFoundError(
-                f"target.name_or_path={name_or_path}: could not load a model ({err}). Offline machines need a "
-                "local directory or a model already in the HF cache."
-            ) from err
-        tok_path = tokenizer_path or name_or_path
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(tok_path)
-        except OSError as err:
-            raise FileNotFoundError(
-                f"target.tokenizer={tok_path}: could not load a tokenizer ({err})"
-            ) from err
-        check_vocab(model, tokenizer, name_or_path, tok_path)
-        return cls(model.to(device), tokenizer, name_or_path)
+        model, tokenizer = load_target(name_or_path, dtype, device, attn_implementation, tokenizer_path)
+        return cls(model, tokenizer, name_or_path)
 
     # --- shapes -------------------------------------------------------------------------------------
     @property
@@ -134,16 +93,6 @@ class FrozenTarget(nn.Module):
         return self.model.config.num_hidden_layers
 
 
-def check_vocab(model: nn.Module, tokenizer: PreTrainedTokenizerBase, model_path: str, tok_path: str) -> None:
-    """A tokenizer that can emit ids the target has no embedding for would index out of range mid-run."""
-    rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        raise ValueError(
-            f"tokenizer {tok_path} has {len(tokenizer)} tokens but target {model_path} has only {rows} "
-            "embedding rows: the tokenizer does not belong to this target (set target.tokenizer)."
-        )
-
-
 @dataclass
 class TargetConfig:
     """Which frozen target to train against (conf group `target/`)."""
@@ -157,10 +106,9 @@ class TargetConfig:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"target.dtype={self.dtype!r}: expected one of {sorted(DTYPES)}")
-        allowed = ("auto", "sdpa", "eager", "flash_attention_2")
-        if self.attn_implementation not in allowed:
+        if self.attn_implementation not in ATTENTION:
             raise ValueError(
-                f"target.attn_implementation={self.attn_implementation!r}: expected one of {allowed}"
+                f"target.attn_implementation={self.attn_implementation!r}: expected one of {ATTENTION}"
             )
 
     def load(self, device: torch.device | str = "cpu") -> FrozenTarget:

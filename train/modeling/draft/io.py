@@ -7,9 +7,6 @@ target at load time, and config.json records which target and tokenizer the draf
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from data.atomic import atomic_folder
+from data.fingerprint import check_fingerprint
 from train.drafts import spec_for
 
 EXPORT_FORMAT = "draftforge-export/1"
@@ -27,16 +26,12 @@ def save_draft(
 ) -> Path:
     """Write atomically: a reader never sees a folder with config.json but a half-written weights file."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     # Cloned: tied weights share storage, which safetensors refuses to write twice.
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     config = {"format": EXPORT_FORMAT, "head": head_config.to_dict(), "meta": meta}
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_folder(out_dir) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     return out_dir
 
 
@@ -73,13 +68,10 @@ def load_draft(
         )
     meta = config.get("meta", {})
     if target_fingerprint is not None:
-        want = meta.get("tokenizer_fingerprint")
-        have = target_fingerprint.get("tokenizer_fingerprint")
-        if want and have and want != have:
-            raise ValueError(
-                f"{path}: draft was trained with tokenizer {want} ({meta.get('target')}), "
-                f"but this target's tokenizer is {have} ({target_fingerprint.get('target')})"
-            )
+        want, have = meta.get("tokenizer_fingerprint"), target_fingerprint.get("tokenizer_fingerprint")
+        check_fingerprint(
+            f"draft {path}", "tokenizer", want, have, meta.get("target"), target_fingerprint.get("target")
+        )
     missing, unexpected = head.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}/model.safetensors: missing tensors {missing}, unexpected {unexpected}")

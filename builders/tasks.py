@@ -2,7 +2,7 @@
 (MT-bench / Spec-Bench), made only from the HELD-OUT half of the shipped corpus, so the tiny default has
 task categories without any download:
 
-    python -m eval.build_tasks          # rewrites eval/assets/tasks.jsonl (deterministic)
+    python -m builders.tasks            # rewrites eval/assets/tasks.jsonl (deterministic)
 
 - multi_turn: held-out dialogues with several turns, cut before the last assistant reply; plus pairs of
   single-turn dialogues from one source stitched into a two-turn conversation.
@@ -21,11 +21,10 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from pathlib import Path
 
 from data.embedded_paths import CORPUS_DIR
+from eval.prompts import TASKS_FILE
 
-TASKS_FILE = Path(__file__).resolve().parent / "assets" / "tasks.jsonl"
 PER_CATEGORY = 16
 
 

@@ -26,7 +26,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from data.embedded_build.tokenizer import EOS, IM_END, MODEL_MAX_LENGTH, save_tokenizer
+from builders.tokenizer import EOS, IM_END, MODEL_MAX_LENGTH, save_tokenizer
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from data.embedded_build.rst import clean_rst, faq_pairs
+from builders.rst import clean_rst, faq_pairs
 
 DOCS_VALID_PERCENT = 5
 DIALOGUES_VALID_PERCENT = 10
@@ -215,7 +215,7 @@ tiny target models were trained here on the train splits of the corpus below (se
 - Source: Debian package `python3.11-doc` {docs_version}, reStructuredText under
   `usr/share/doc/python3.11/html/_sources/`.
 - Taken: tutorial, faq, howto, reference, using, installing, glossary and most of library (see
-  `data/embedded_build/corpus.py` for the exclusions), lightly cleaned of Sphinx markup. The {counts["python_faq"]}
+  `builders/corpus.py` for the exclusions), lightly cleaned of Sphinx markup. The {counts["python_faq"]}
   question/answer pairs in `dialogues_*` are the FAQ headings and the opening paragraphs of their answers.
 - Copyright (c) 2001-2023 Python Software Foundation. All rights reserved. Licensed under the PSF
   License Agreement (the documentation is covered by the same licence as Python itself; see also the

@@ -1,7 +1,7 @@
 """Rebuild the assets shipped in `data/embedded/` (corpus, tokenizer, tiny targets) from raw sources.
 
     bash launch/fetch_raw_sources.sh /tmp/raw
-    python -m data.build_embedded --python-doc /tmp/raw/doc --chatterbot /tmp/raw/cb --out data/embedded
+    python -m builders.embedded --python-doc /tmp/raw/doc --chatterbot /tmp/raw/cb --out data/embedded
 
 Deterministic for a given torch build and thread count (fixed seeds, sorted inputs, mtime-free gzip).
 Each stage reads the previous stage's output from --out, so `--only targets` retrains from the shipped
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from data.embedded_build.corpus import (
+from builders.corpus import (
     build_dialogues,
     build_docs,
     docs_version,
@@ -26,8 +26,8 @@ from data.embedded_build.corpus import (
     sources_dir,
     write_jsonl_gz,
 )
-from data.embedded_build.targets import TrainSettings, token_stream, train_target, windows
-from data.embedded_build.tokenizer import check_tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
+from builders.targets import TrainSettings, token_stream, train_target, windows
+from builders.tokenizer import check_tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
 
 STAGES = ("corpus", "tokenizer", "targets")
 TARGETS = ("tiny-llama", "tiny-qwen2")
@@ -93,7 +93,7 @@ def build_targets(out: Path, settings: TrainSettings, names: tuple[str, ...]) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m data.build_embedded", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m builders.embedded", description=__doc__.split("\n")[0])
     p.add_argument("--python-doc", type=Path, help="dpkg-deb -x root of python3.11-doc (or its _sources)")
     p.add_argument("--chatterbot", type=Path, help="chatterbot-corpus wheel, or a folder of wheels")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "embedded")

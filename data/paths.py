@@ -1,5 +1,6 @@
-"""Repository-relative paths for configs: `${repo:data/embedded/...}` resolves against the clone, so a run
-finds the shipped assets whatever directory it is started from."""
+"""Where the clone is, for configs: `${repo:data/embedded/...}` resolves against the clone, so a run finds the
+shipped assets whatever directory it is started from. The one home of the `repo` resolver: training, eval and
+`python -m data` all register it from here."""
 
 from __future__ import annotations
 

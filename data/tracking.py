@@ -1,4 +1,7 @@
-"""Experiment tracking: Weights & Biases on rank 0, a null logger everywhere else and for `logger=none`."""
+"""Experiment tracking: Weights & Biases on rank 0, a null logger everywhere else and for `logger=none`.
+
+On the ground floor (`data`) because training and eval both log through it and eval may import only
+`train.modeling` from training."""
 
 from __future__ import annotations
 

@@ -1,0 +1,120 @@
+"""The house's import rules, read from the source (ast, nothing imported): no import circle inside `train`,
+`data` imports neither `train` nor `eval`, `eval` takes from `train` only its public surface, and no runtime
+package imports the asset builders."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PACKAGES = ("train", "data", "eval", "builders")
+# What eval may import from train: the model files (the frozen target, draft heads and their export files).
+# Everything else eval shares with train (tracking, paths, loaders) lives on the ground floor, in `data`.
+TRAIN_SURFACE_FOR_EVAL = ("train.modeling",)
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Every module of ours that `path` imports, at the top or inside a function (a lazy import is still a
+    dependency). `from a.b import c` counts a.b.c when c is a module, else a.b."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            assert node.level == 0, f"{path}: relative import (the house uses absolute imports)"
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+    return {name: _imports(path, set(files)) for name, path in files.items()}
+
+
+GRAPH = _graph()
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _in(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def test_the_import_reader_sees_the_known_edges() -> None:
+    """Guards the reader itself: a reader that found nothing would pass every rule below."""
+    assert "train.modeling.target" in GRAPH["eval.engine"]
+    assert "data.target_io" in GRAPH["train.modeling.target"]
+    assert "data.blocks" in GRAPH["data.__main__"]  # imported inside a function
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+TRAIN_GRAPH = {m: {d for d in deps if _in(d, "train")} for m, deps in GRAPH.items() if _in(m, "train")}
+
+
+def test_no_import_circle_in_train() -> None:
+    assert _cycles(TRAIN_GRAPH) == []
+
+
+def test_data_imports_neither_train_nor_eval() -> None:
+    bad = {m: sorted(d for d in deps if _in(d, "train") or _in(d, "eval"))
+           for m, deps in GRAPH.items() if _in(m, "data")}  # fmt: skip
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_eval_imports_only_the_public_surface_of_train() -> None:
+    bad = {m: sorted(d for d in deps if _in(d, "train") and not any(_in(d, s) for s in TRAIN_SURFACE_FOR_EVAL))
+           for m, deps in GRAPH.items() if _in(m, "eval")}  # fmt: skip
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_train_never_imports_eval_and_no_runtime_package_imports_the_builders() -> None:
+    bad = {
+        m: sorted(d for d in deps if _in(d, "builders") or (_in(m, "train") and _in(d, "eval")))
+        for m, deps in GRAPH.items()
+        if not _in(m, "builders")
+    }
+    assert {m: d for m, d in bad.items() if d} == {}
