@@ -15,6 +15,13 @@ from data.spec import load_data_config, split_spec
 from data.target_io import DTYPES
 
 
+# The same resolution as training's target.tokenizer (data.target_io.load_tokenizer).
+TOKENIZER_HELP = (
+    "target or tokenizer folder (read as transformers' AutoTokenizer reads it), or a tokenizer.json file "
+    "(read as written)"
+)
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="embedded-pydocs", help="conf/data option or YAML file")
     p.add_argument("overrides", nargs="*", help="data config overrides, key=value")
@@ -40,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser(
         "validate", help="check and tokenize every record; report bad ones as file:line: reason"
     )
-    v.add_argument("--tokenizer", required=True, help="target (or tokenizer) folder whose template is used")
+    v.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     _data_args(v)
     r = sub.add_parser("regenerate", help="answer the prompts with the frozen target")
     r.add_argument("--target", required=True)
+    r.add_argument("--tokenizer", help=TOKENIZER_HELP + "; default: the target's")
     r.add_argument("--out", required=True, help="output JSONL (resumes from <out>.partial)")
     r.add_argument("--split", default="train", choices=["train", "valid"])
     for flag, typ, default in (("--batch-size", int, 16), ("--max-new-tokens", int, 128),
@@ -54,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     _data_args(r)
     c = sub.add_parser("cache", help="store target hidden states for data.mode=offline")
     c.add_argument("--target", required=True)
+    c.add_argument("--tokenizer", help=TOKENIZER_HELP + "; default: the target's")
     c.add_argument("--out", required=True)
     c.add_argument(
         "--layers",
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         job = RegenJob(args.target, spec.source, args.out, spec.format, args.batch_size, args.max_new_tokens,
                        args.temperature, args.top_p, args.seed, args.limit, args.dtype,
                        chat_template=spec.chat_template, validation=spec.validation,
-                       max_bad_fraction=spec.max_bad_fraction)  # fmt: skip
+                       max_bad_fraction=spec.max_bad_fraction, tokenizer=args.tokenizer)  # fmt: skip
         print(json.dumps(run_regenerate(job)))
     else:
         from data.cache import CacheJob, run_cache
@@ -100,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if valid is not None and not args.no_valid:
             splits["valid"] = valid
         job = CacheJob(args.target, args.out, splits, args.layers, args.dtype, args.batch_size, args.shard_blocks,
-                       target_dtype=args.target_dtype, shard_tokens=args.shard_tokens)  # fmt: skip
+                       target_dtype=args.target_dtype, shard_tokens=args.shard_tokens,
+                       tokenizer=args.tokenizer)  # fmt: skip
         m = run_cache(job)
         print(json.dumps({k: m[k] for k in ("layers", "dtype", "bytes_per_token", "tokens", "seconds")}))
     return 0

@@ -39,7 +39,7 @@ from data.blocks import Blocks, BuildSpec, build_blocks
 from data.cache_reader import FORMAT
 from data.fingerprint import model_fingerprint, sha256_file, tokenizer_fingerprint
 from data.packing import real_lengths
-from data.target_io import DTYPES, load_target, normalize_layers
+from data.target_io import DTYPES, load_target, normalize_layers, resolve_tokenizer
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -57,6 +57,7 @@ class CacheJob:
     progress: bool = True
     target_dtype: str = "float32"  # dtype the target runs in (store bf16 of an fp32 run by default)
     shard_tokens: int = 1 << 18  # and at most this many tokens (a shard closes at whichever comes first)
+    tokenizer: str | None = None  # target.tokenizer: a tokenizer folder or tokenizer.json (None = target's)
 
 
 def bytes_per_token(hidden: int, num_layers: int, dtype: str) -> int:
@@ -120,7 +121,7 @@ def run_cache(job: CacheJob) -> dict:
     if job.dtype not in BYTES:
         raise ValueError(f"--dtype {job.dtype!r}: expected one of {sorted(BYTES)}")
     out = Path(job.out_dir)
-    model, tok = load_target(job.target, job.target_dtype, job.device)
+    model, tok = load_target(job.target, job.target_dtype, job.device, tokenizer=job.tokenizer)
     n_layers = model.config.num_hidden_layers
     hidden = model.config.hidden_size
     layers = normalize_layers(job.layers, n_layers)
@@ -130,6 +131,7 @@ def run_cache(job: CacheJob) -> dict:
         "target": job.target,
         "target_fingerprint": model_fingerprint(model),
         "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+        "tokenizer": resolve_tokenizer(job.target, job.tokenizer),
     }
     plan = {
         **fp,

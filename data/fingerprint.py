@@ -16,11 +16,16 @@ from transformers import PreTrainedTokenizerBase
 
 
 def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
+    # The normaliser and pre-tokenizer too: two readings of one tokenizer.json (as written, or as the
+    # model config's class re-interprets it) share a vocabulary but split text differently.
+    backend = getattr(tok, "backend_tokenizer", None)
+    pipeline = json.loads(backend.to_str()) if backend is not None else {}
     payload = json.dumps(
         {
             "vocab": sorted(tok.get_vocab().items()),
             "special": tok.special_tokens_map,
             "chat_template": getattr(tok, "chat_template", None),
+            **{k: pipeline[k] for k in ("normalizer", "pre_tokenizer") if pipeline.get(k) is not None},
         },
         sort_keys=True,
         default=str,

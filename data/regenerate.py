@@ -45,6 +45,7 @@ class RegenJob:
     validation: str = "strict"
     max_bad_fraction: float = 0.01
     progress: bool = True
+    tokenizer: str | None = None  # target.tokenizer: a tokenizer folder or tokenizer.json (None = target's)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def _resume(partial: Path) -> set[str]:
 
 def run_regenerate(job: RegenJob) -> dict[str, float]:
     out, partial = Path(job.out), Path(job.out + ".partial")
-    model, tok = load_target(job.target, job.dtype, job.device)
+    model, tok = load_target(job.target, job.dtype, job.device, tokenizer=job.tokenizer)
     load_chat_template(tok, job.chat_template)
     prompts = read_prompts(job)
     done = _resume(partial)

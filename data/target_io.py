@@ -9,12 +9,18 @@ those import `data`.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
@@ -58,11 +64,81 @@ def check_target_path(name_or_path: str, field: str = "target.name_or_path") -> 
         raise FileNotFoundError(f"{field}={name_or_path}: no such directory")
 
 
-def load_tokenizer(path: str, field: str = "target.tokenizer") -> PreTrainedTokenizerBase:
+# Strings on which two readings of one tokenizer.json differ when they differ at all: whitespace runs and
+# indentation (pre-tokenizer), composed vs decomposed accents and ligatures (normaliser), digits, newlines.
+PROBES = (
+    "Hello, world! How are you today?",
+    "def f(x):\n    return x ** 2\n\n\nprint(f(3))",
+    "caf\u00e9 cafe\u0301 \ufb01le na\u00efve \u00dcber",
+    "1234567 + 89 = 1234656;  tabs\there   and   spaces",
+    "\u4f60\u597d\uff0c\u4e16\u754c  \U0001f600 <b>tags</b>",
+)
+AS_WRITTEN = "tokenizer.json"
+
+
+class TokenizerMismatchWarning(UserWarning):
+    """transformers reads a folder's tokenizer.json differently from the file as written."""
+
+
+def check_tokenizer_path(path: str, field: str = "target.tokenizer") -> None:
+    """A tokenizer is a folder with tokenizer files (no config.json needed) or a tokenizer.json file (read as
+    written); a hub name is left to the loader."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix != ".json":
+            raise FileNotFoundError(f"{field}={path}: a file here must be a tokenizer.json")
+        return
+    if p.is_dir():
+        if not any((p / f).is_file() for f in (AS_WRITTEN, "tokenizer_config.json", "tokenizer.model")):
+            raise FileNotFoundError(f"{field}={path}: folder has no tokenizer.json or tokenizer_config.json")
+        return
+    if path.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"{field}={path}: no such file or directory")
+
+
+def _as_written(file: Path) -> PreTrainedTokenizerFast:
+    """The tokenizer.json exactly as saved, with its folder's special tokens and chat template."""
+    return PreTrainedTokenizerFast.from_pretrained(str(file.parent), tokenizer_file=str(file))
+
+
+def tokenizer_differences(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> list[str]:
+    """What a user would notice: size, class, and the probe strings that tokenize differently."""
+    out = []
+    if len(a) != len(b):
+        out.append(f"{len(a)} vs {len(b)} tokens")
+    out += [f"{s[:24]!r}" for s in PROBES if a(s)["input_ids"] != b(s)["input_ids"]]
+    return out
+
+
+def load_tokenizer(path: str, field: str = "target.tokenizer", warn: bool = True) -> PreTrainedTokenizerBase:
+    """One resolution for every job. A folder: what `AutoTokenizer` gives (what HF and vLLM serve with),
+    with a warning when that reads the folder's tokenizer.json differently from the file as written (e.g.
+    transformers 5 re-interpreting it as the model config's `Qwen2Tokenizer`). A path to a tokenizer.json:
+    that file as written."""
+    check_tokenizer_path(path, field)
+    p = Path(path).expanduser()
     try:
-        return AutoTokenizer.from_pretrained(path)
-    except OSError as err:
+        if p.is_file():
+            return _as_written(p)
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
         raise FileNotFoundError(f"{field}={path}: could not load a tokenizer ({err})") from err
+    if warn and (p / AS_WRITTEN).is_file():
+        diff = tokenizer_differences(tok, _as_written(p / AS_WRITTEN))
+        if diff:
+            warnings.warn(
+                f"{field}={path}: transformers loads this tokenizer as {type(tok).__name__}, which differs "
+                f"from {p / AS_WRITTEN} as written ({'; '.join(diff)}). Using {type(tok).__name__} (what HF "
+                f"and vLLM serve with); set {field}={p / AS_WRITTEN} to use the file as written.",
+                TokenizerMismatchWarning,
+                stacklevel=2,
+            )
+    return tok
+
+
+def resolve_tokenizer(name_or_path: str, tokenizer: str | None = None) -> str:
+    """The one tokenizer source of a target: `target.tokenizer` when set, else the target itself."""
+    return tokenizer or name_or_path
 
 
 def load_model(
@@ -90,13 +166,41 @@ def load_model(
     return model.to(dev)
 
 
+def reachable_ids(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
+    """Ids text or a chat can produce, each with why: the base vocabulary (any text), non-special added
+    tokens (matched in text), the tokenizer's bos/eos/pad/unk, and special tokens the chat template writes.
+    A special token that nothing writes (a spare `<|extra_0|>`) never reaches the embedding."""
+    out: dict[int, str] = {}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    base = backend.get_vocab(with_added_tokens=False) if backend is not None else tokenizer.get_vocab()
+    if base:
+        top = max(base.values())
+        out[top] = f"its base vocabulary (ids up to {top})"
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    for tid, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if not added.special:
+            out[tid] = f"added token {added.content!r}"
+        elif added.content in template:
+            out[tid] = f"special token {added.content!r} (written by the chat template)"
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        tid = getattr(tokenizer, name, None)
+        if isinstance(tid, int):
+            out[tid] = f"{name.removesuffix('_id')} {tokenizer.convert_ids_to_tokens(tid)!r}"
+    return out
+
+
 def check_vocab(model: nn.Module, tokenizer: PreTrainedTokenizerBase, model_path: str, tok_path: str) -> None:
-    """A tokenizer that can emit ids the target has no embedding for would index out of range mid-run."""
+    """Refuse a tokenizer only when an id past the target's embedding can occur (it would index out of
+    range mid-run); ids no text or template produces (spare special tokens) are fine."""
     rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
+    over = {tid: why for tid, why in reachable_ids(tokenizer).items() if tid >= rows}
+    if over:
+        tid = max(over)
         raise ValueError(
-            f"tokenizer {tok_path} has {len(tokenizer)} tokens but target {model_path} has only {rows} "
-            "embedding rows: the tokenizer does not belong to this target (set target.tokenizer)."
+            f"tokenizer {tok_path} can produce id {tid} ({over[tid]}) but target {model_path} has only {rows} "
+            f"embedding rows (ids 0..{rows - 1}; the tokenizer has {len(tokenizer)} tokens). If it is the "
+            "target's own tokenizer, its config's vocab_size is wrong; otherwise set target.tokenizer to the "
+            "folder (or tokenizer.json) the target was trained with."
         )
 
 
@@ -110,7 +214,7 @@ def load_target(
     """The frozen target and its tokenizer (`tokenizer` when it is not stored with the model), checked to
     belong together."""
     model = load_model(name_or_path, dtype, device, attn_implementation)
-    tok_path = tokenizer or name_or_path
+    tok_path = resolve_tokenizer(name_or_path, tokenizer)
     tok = load_tokenizer(tok_path)
     check_vocab(model, tok, name_or_path, tok_path)
     return model, tok

@@ -15,6 +15,7 @@ TASK_CATEGORIES = ("multi_turn", "code", "math", "instruction", "qa", "summariza
 EMBEDDED_CATEGORIES = ("chat", "docs")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("chain", "tree")
+DEFAULT_PROMPTS = 16  # prompts.num_prompts=null on a shipped source (a user's file is read whole)
 
 
 @dataclass
@@ -27,7 +28,9 @@ class PromptsConfig:
     source: str = "tasks"
     files: list[str] = field(default_factory=list)  # source=jsonl|questions: the files to read
     categories: list[str] = field(default_factory=list)  # which categories to keep; [] = all there are
-    num_prompts: int = 16  # total, split evenly over the categories (per-category order is stable)
+    # Total, split evenly over the categories (per-category order is stable). None: a user's file
+    # (jsonl, questions) is read whole; the shipped sources (tasks, embedded) give DEFAULT_PROMPTS.
+    num_prompts: int | None = None
     docs_prefix_tokens: int = 64  # a docs prompt is this many leading tokens of a document
     max_prompt_tokens: int = 256  # longer chat prompts are left out (and counted in the report)
 
@@ -40,13 +43,19 @@ class PromptsConfig:
         unknown = [c for c in self.categories if known and c not in known]
         if unknown:
             raise ValueError(f"prompts.categories={self.categories}: expected a subset of {known}")
-        if self.num_prompts < 1:
+        if self.num_prompts is not None and self.num_prompts < 1:
             raise ValueError(f"prompts.num_prompts={self.num_prompts}: must be >= 1")
         if not 1 <= self.docs_prefix_tokens <= self.max_prompt_tokens:
             raise ValueError(
                 f"prompts.docs_prefix_tokens={self.docs_prefix_tokens}: must be in 1..max_prompt_tokens "
                 f"({self.max_prompt_tokens})"
             )
+
+    def total(self) -> int | None:
+        """How many prompts to take; None = every usable prompt (a user's file with num_prompts unset)."""
+        if self.num_prompts is not None or self.source in ("jsonl", "questions"):
+            return self.num_prompts
+        return DEFAULT_PROMPTS
 
 
 @dataclass

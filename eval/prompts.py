@@ -150,10 +150,11 @@ def load_prompts(cfg: PromptsConfig, tok: PreTrainedTokenizerBase) -> PromptSet:
         )
     # Split num_prompts evenly over categories; the first categories take the remainder.
     cats = sorted(by_category)
+    total = cfg.total()
     prompts: list[Prompt] = []
     for i, cat in enumerate(cats):
-        want = cfg.num_prompts // len(cats) + (1 if i < cfg.num_prompts % len(cats) else 0)
         rows = by_category[cat]
+        want = len(rows) if total is None else total // len(cats) + (1 if i < total % len(cats) else 0)
         prompts.extend(rows[j] for j in _spread(len(rows), want))
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):

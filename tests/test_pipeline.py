@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 
 from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import REPO, TINY_LLAMA
+from data.typed import to_typed as to_typed_as
 from train.config import to_typed
-from train.pipeline import run_pipeline
+from train.pipeline import PipelineConfig, run_pipeline, target_overrides
 
 register_resolvers()
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -27,7 +28,10 @@ def test_every_experiment_composes_into_valid_stage_configs(experiment: str) -> 
         pipe = compose("pipeline", overrides=[f"experiment={experiment}"])
         assert pipe.name == experiment and pipe.stages
         for stage in pipe.stages:
-            to_typed(compose("train", overrides=[*pipe.common, *stage.overrides]))
+            typed = to_typed_as(PipelineConfig, pipe, "pipeline")
+            to_typed(
+                compose("train", overrides=[*target_overrides(typed.target), *pipe.common, *stage.overrides])
+            )
 
 
 def test_stages_chain_resume_inside_a_stage_and_rerun_skips_finished(

@@ -21,7 +21,8 @@ from data.typed import ConfigError
 from data.typed import to_typed as typed_config
 from train.drafts import SPECS, unused_settings
 from train.losses import DIVERGENCES
-from train.modeling.target import TargetConfig, check_target_path
+from data.target_io import check_target_path, check_tokenizer_path
+from train.modeling.target import TargetConfig
 from train.settings import DeepSpeedConfig, DraftConfig, LoopConfig, OptimConfig, StageConfig
 
 __all__ = [
@@ -99,7 +100,7 @@ def check_paths(cfg: TrainConfig) -> None:
     """Missing files fail here, before a process group, a model load or a tokenizer pass."""
     check_target_path(cfg.target.name_or_path)
     if cfg.target.tokenizer:
-        check_target_path(cfg.target.tokenizer, "target.tokenizer")
+        check_tokenizer_path(cfg.target.tokenizer)
     for key, files in (
         ("data.train_files", cfg.data.train_files),
         ("data.valid_files", cfg.data.valid_files),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.atomic import atomic_folder
-from data.target_io import DTYPES
+from data.target_io import DTYPES, resolve_tokenizer
 from train.export_formats.card import write_card
 from train.export_formats.common import ExportError, Target, check_tokenizer, read_json, write_json
 from train.export_formats.registry import FORMATS, detect, get_format
@@ -23,22 +23,29 @@ from train.modeling.draft.io import load_draft, read_export_config, save_draft
 SIDECAR = "draftforge.json"
 
 
-def _target(arg: str | None, meta: dict) -> Target:
+def _target(arg: str | None, meta: dict, tokenizer: str | None = None) -> Target:
     path = arg or meta.get("target")
     if not path or not (Path(path) / "config.json").is_file():
         raise ExportError(
             f"no local target folder (recorded target: {meta.get('target')!r}); pass --target DIR"
         )
-    return Target.load(path)
+    if tokenizer is None and path == meta.get("target") and meta.get("tokenizer") not in (None, path):
+        tokenizer = meta["tokenizer"]  # the tokenizer the draft was trained with (target.tokenizer)
+    return Target.load(path, tokenizer)
 
 
 def export_draft(
-    draft: Path, fmt_name: str, out: Path, target_dir: str | None = None, dtype: str = "float32"
+    draft: Path,
+    fmt_name: str,
+    out: Path,
+    target_dir: str | None = None,
+    dtype: str = "float32",
+    tokenizer: str | None = None,
 ) -> Path:
     fmt = get_format(fmt_name)
     read_export_config(draft)  # a clear error for a folder that is not one of our exports
     head, meta = load_draft(draft)
-    target = _target(target_dir, meta)
+    target = _target(target_dir, meta, tokenizer)
     check_tokenizer(meta, target, str(draft))
     with atomic_folder(out) as tmp:  # an engine never sees a half-written folder
         notes = fmt.export(head.eval(), meta, tmp, target, dtype)
@@ -47,9 +54,15 @@ def export_draft(
     return out
 
 
-def import_draft(src: Path, out: Path, fmt_name: str | None = None, target_dir: str | None = None) -> Path:
+def import_draft(
+    src: Path,
+    out: Path,
+    fmt_name: str | None = None,
+    target_dir: str | None = None,
+    tokenizer: str | None = None,
+) -> Path:
     fmt = get_format(fmt_name) if fmt_name else detect(src)
-    target = Target.load(target_dir) if target_dir else None
+    target = Target.load(target_dir, tokenizer) if target_dir else None
     head, extra = fmt.load(src, target)
     sidecar = src / SIDECAR
     meta = dict(read_json(sidecar)["meta"]) if sidecar.is_file() else {}
@@ -62,6 +75,7 @@ def import_draft(src: Path, out: Path, fmt_name: str | None = None, target_dir: 
             )
         meta.setdefault("target", target.path)
         meta.setdefault("tokenizer_fingerprint", target.tokenizer_fingerprint)
+        meta.setdefault("tokenizer", resolve_tokenizer(target.path, target.tokenizer_path))
     meta.update(extra, imported_from=str(src))
     return save_draft(head.state_dict(), head.config, out, meta)
 
@@ -77,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder (replaced)")
     p.add_argument("--target", help="target model folder; default: the target recorded in the draft")
     p.add_argument(
+        "--tokenizer",
+        help="tokenizer folder or tokenizer.json (as written); default: the one recorded in the draft, else "
+        "the target folder's",
+    )
+    p.add_argument(
         "--dtype", choices=sorted(DTYPES), default="float32", help="dtype of exported float tensors"
     )
     p.add_argument(
@@ -85,11 +104,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         if args.do_import:
-            out = import_draft(Path(args.draft), Path(args.out), args.format, args.target)
+            out = import_draft(Path(args.draft), Path(args.out), args.format, args.target, args.tokenizer)
         else:
             if not args.format:
                 p.error("--format is required for an export")
-            out = export_draft(Path(args.draft), args.format, Path(args.out), args.target, args.dtype)
+            out = export_draft(
+                Path(args.draft), args.format, Path(args.out), args.target, args.dtype, args.tokenizer
+            )
     except ExportError as err:
         raise SystemExit(f"[export] refused: {err}") from None
     print(f"[export] wrote {out}")

@@ -15,12 +15,13 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from data.blocks import build_blocks
 from data.cache_reader import CacheSplit, HiddenStateCache
 from data.packing import real_lengths
 from data.spec import DataConfig, split_spec
+from data import target_io
 from data.target_io import normalize_layers
 from train import distributed as dist
 from train.modeling.target import FrozenTarget, TargetConfig, TargetFeatures
@@ -154,8 +155,4 @@ def open_source(data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Feature
 def load_tokenizer(target: TargetConfig) -> PreTrainedTokenizerBase:
     """The target's tokenizer alone (the same files `FrozenTarget.load` reads), so the data can be built
     and checked before the target's weights are loaded."""
-    path = target.tokenizer or target.name_or_path
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except OSError as err:
-        raise FileNotFoundError(f"target.tokenizer={path}: could not load a tokenizer ({err})") from err
+    return target_io.load_tokenizer(target_io.resolve_tokenizer(target.name_or_path, target.tokenizer))

@@ -8,7 +8,9 @@ experiment share `logger.group=<experiment name>`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from omegaconf import DictConfig
 
 from data.paths import CONF_DIR, register_resolvers
 from data.typed import to_typed
+from train.modeling.target import TargetConfig
 
 register_resolvers()
 
@@ -47,16 +50,37 @@ class PipelineConfig:
     stages: list[PipelineStage] = field(default_factory=list)  # in order; stage.init_from is filled in
     eval: list[str] = field(default_factory=list)  # overrides for `python -m eval` on the last export
     output_root: str = "outputs/experiments/${name}"
+    # The one target of the recipe (conf group `target/`): every stage, preparation step and eval gets it.
+    # None (a config without conf/pipeline.yaml's defaults): stages take the target from `common`.
+    target: TargetConfig | None = None
+    tokenizer: str | None = None  # target.tokenizer, else the target folder: what preparation steps use
+    target_key: str | None = None  # names files made per target (regenerated answers)
     # Recipe variables that the keys above interpolate (conf/experiment/base/*.yaml).
-    target_name: str | None = None  # conf/target option
-    target_hf: str | None = None  # the same target as a hub name or folder, for the regeneration step
     dense_draft: str | None = None  # a small LM sharing the target's tokenizer (dense recipes)
     regenerated: str | None = None  # where the regeneration step writes the target's answers
     regenerate_step: PrepareStep | None = None
+    budget_scale: float = 1.0  # tiny recipes: DRAFTFORGE_BUDGET_SCALE times every token budget
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: quoted unless it is plainly a path or a name."""
+    return value if re.fullmatch(r"[\w/.:+@~-]+", value) else "'" + value.replace("'", "\\'") + "'"
+
+
+def target_overrides(target: TargetConfig | None) -> list[str]:
+    """The pipeline's target as overrides of every field, so stages and eval run on exactly it."""
+    out: list[str] = []
+    if target is None:
+        return out
+    for f in dataclasses.fields(TargetConfig):
+        value = getattr(target, f.name)
+        out.append(f"target.{f.name}={'null' if value is None else _quote(str(value))}")
+    return out
 
 
 def stage_command(cfg: PipelineConfig, stage: PipelineStage, out: Path, init_from: Path | None) -> list[str]:
     overrides = [
+        *target_overrides(cfg.target),
         *cfg.common,
         *stage.overrides,
         f"output_dir={out}",
@@ -103,7 +127,8 @@ def run_pipeline(cfg: PipelineConfig | DictConfig) -> dict[str, Any]:
         raise ValueError(f"experiment {cfg.name}: no stages")
     eval_dir = root / "eval"
     if not (eval_dir / "results.json").is_file():
-        cmd = [sys.executable, "-m", "eval", *cfg.eval, f"draft_path={previous}", f"output_dir={eval_dir}"]
+        cmd = [sys.executable, "-m", "eval", *target_overrides(cfg.target), *cfg.eval, f"draft_path={previous}",
+               f"output_dir={eval_dir}"]  # fmt: skip
         subprocess.run(cmd, check=True)
     summary["eval"] = str(eval_dir / "results.json")
     (root / "pipeline.json").write_text(json.dumps(summary, indent=2))

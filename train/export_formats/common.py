@@ -15,7 +15,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from data.fingerprint import check_fingerprint, tokenizer_fingerprint
 from data.target_io import DTYPES as DTYPES  # re-exported: the formats cast with it
-from data.target_io import load_model, load_tokenizer
+from data.target_io import load_model, load_tokenizer, resolve_tokenizer
 
 
 class ExportError(ValueError):
@@ -30,16 +30,19 @@ class Target:
     config: PretrainedConfig
     tokenizer: PreTrainedTokenizerBase
     _model: nn.Module | None = field(default=None, repr=False)
+    tokenizer_path: str | None = None  # --tokenizer (None = the target folder's own)
 
     @classmethod
-    def load(cls, path: str | Path) -> Target:
-        return _load_target(str(path))
+    def load(cls, path: str | Path, tokenizer: str | None = None) -> Target:
+        return _load_target(str(path), tokenizer)
 
     @classmethod
-    def _load(cls, path: str) -> Target:
+    def _load(cls, path: str, tokenizer: str | None = None) -> Target:
         if not (Path(path) / "config.json").is_file():
             raise ExportError(f"--target {path}: not a Hugging Face model folder (no config.json)")
-        return cls(path, AutoConfig.from_pretrained(path), load_tokenizer(path, "--target"))
+        field = "--tokenizer" if tokenizer else "--target"
+        tok = load_tokenizer(resolve_tokenizer(path, tokenizer), field)
+        return cls(path, AutoConfig.from_pretrained(path), tok, tokenizer_path=tokenizer)
 
     @property
     def tokenizer_fingerprint(self) -> str:
@@ -57,9 +60,9 @@ class Target:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_target(path: str) -> Target:
+def _load_target(path: str, tokenizer: str | None) -> Target:
     """Cached: an export followed by an import (or a test session) reads the same target once."""
-    return Target._load(path)
+    return Target._load(path, tokenizer)
 
 
 def check_tokenizer(meta: dict, target: Target, what: str) -> None:

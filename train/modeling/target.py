@@ -14,8 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from data.fingerprint import model_fingerprint, tokenizer_fingerprint
-from data.target_io import ATTENTION, DTYPES, load_target
-from data.target_io import check_target_path as check_target_path  # re-exported for train.config
+from data.target_io import ATTENTION, DTYPES, load_target, resolve_tokenizer
 
 
 @dataclass
@@ -26,8 +25,15 @@ class TargetFeatures:
 
 
 class FrozenTarget(nn.Module):
-    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, name_or_path: str) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        name_or_path: str,
+        tokenizer_path: str | None = None,
+    ) -> None:
         super().__init__()
+        self.tokenizer_path = tokenizer_path  # target.tokenizer (None = the target's own folder)
         self.model = model
         self.tokenizer = tokenizer
         self.name_or_path = name_or_path
@@ -46,7 +52,7 @@ class FrozenTarget(nn.Module):
         tokenizer_path: str | None = None,
     ) -> FrozenTarget:
         model, tokenizer = load_target(name_or_path, dtype, device, attn_implementation, tokenizer_path)
-        return cls(model, tokenizer, name_or_path)
+        return cls(model, tokenizer, name_or_path, tokenizer_path)
 
     # --- shapes -------------------------------------------------------------------------------------
     @property
@@ -77,6 +83,7 @@ class FrozenTarget(nn.Module):
             "target": self.name_or_path,
             "target_fingerprint": model_fingerprint(self.model),
             "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
+            "tokenizer": resolve_tokenizer(self.name_or_path, self.tokenizer_path),
         }
 
     # --- forward ------------------------------------------------------------------------------------
