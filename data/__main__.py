@@ -14,7 +14,6 @@ import sys
 from data.spec import load_data_config, split_spec
 from data.target_io import DTYPES
 
-
 # The same resolution as training's target.tokenizer (data.target_io.load_tokenizer).
 TOKENIZER_HELP = (
     "target or tokenizer folder (read as transformers' AutoTokenizer reads it), or a tokenizer.json file "

@@ -22,9 +22,9 @@ def target_key(name_or_path: str, tokenizer: str | None = None) -> str:
     return f"{name}-{digest}"
 
 
-def scale_budget(amount: int | str, scale: float | str) -> int:
-    """A recipe's token or prompt budget times its budget scale (DRAFTFORGE_BUDGET_SCALE), at least 1."""
-    return max(1, round(int(amount) * float(scale)))
+def scale_budget(amount: int | str, scale: float | str, floor: int | str = 1) -> int:
+    """A recipe's token or prompt budget times its budget scale (DRAFTFORGE_BUDGET_SCALE), at least `floor`."""
+    return max(int(floor), round(int(amount) * float(scale)))
 
 
 def register_resolvers() -> None:

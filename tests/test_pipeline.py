@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from data.paths import CONF_DIR, register_resolvers
-from tests.conftest import REPO, TINY_LLAMA
 from data.typed import to_typed as to_typed_as
+from tests.conftest import REPO, TINY_LLAMA
 from train.config import to_typed
 from train.pipeline import PipelineConfig, run_pipeline, target_overrides
 

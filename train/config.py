@@ -16,12 +16,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from data.spec import DataConfig
+from data.target_io import check_target_path, check_tokenizer_path
 from data.tracking import LoggerConfig
 from data.typed import ConfigError
 from data.typed import to_typed as typed_config
 from train.drafts import SPECS, unused_settings
 from train.losses import DIVERGENCES
-from data.target_io import check_target_path, check_tokenizer_path
 from train.modeling.target import TargetConfig
 from train.settings import DeepSpeedConfig, DraftConfig, LoopConfig, OptimConfig, StageConfig
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from data import target_io
 from data.blocks import build_blocks
 from data.cache_reader import CacheSplit, HiddenStateCache
 from data.packing import real_lengths
 from data.spec import DataConfig, split_spec
-from data import target_io
 from data.target_io import normalize_layers
 from train import distributed as dist
 from train.modeling.target import FrozenTarget, TargetConfig, TargetFeatures
