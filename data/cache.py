@@ -24,7 +24,6 @@ index) and does the rest.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,13 +34,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from data.atomic import atomic_file
 from data.blocks import Blocks, BuildSpec, build_blocks
 from data.cache_reader import FORMAT
 from data.fingerprint import model_fingerprint, sha256_file, tokenizer_fingerprint
 from data.packing import real_lengths
-from data.target_io import DTYPES, load_target, normalize_layers, resolve_tokenizer
-
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+from data.target_io import DTYPES, load_target, normalize_layers, resolve_tokenizer, torch_dtype
 
 
 @dataclass
@@ -62,7 +60,7 @@ class CacheJob:
 
 def bytes_per_token(hidden: int, num_layers: int, dtype: str) -> int:
     """Features plus the int32 token id and the uint8 mask stored beside them (per real token)."""
-    return hidden * num_layers * BYTES[dtype] + 4 + 1
+    return hidden * num_layers * DTYPES[dtype].itemsize + 4 + 1
 
 
 def estimate_bytes(num_tokens: int, hidden: int, num_layers: int, dtype: str) -> int:
@@ -118,8 +116,7 @@ def _check_disk(out: Path, need: int) -> None:
 
 def run_cache(job: CacheJob) -> dict:
     """Build (or finish) the cache; returns the manifest."""
-    if job.dtype not in BYTES:
-        raise ValueError(f"--dtype {job.dtype!r}: expected one of {sorted(BYTES)}")
+    torch_dtype(job.dtype, "--dtype")  # a clear error for an unknown dtype, before the target loads
     out = Path(job.out_dir)
     model, tok = load_target(job.target, job.target_dtype, job.device, tokenizer=job.tokenizer)
     n_layers = model.config.num_hidden_layers
@@ -169,9 +166,8 @@ def run_cache(job: CacheJob) -> dict:
         manifest["splits"][name] = _write_split(job, model, b, lengths[name], out / name, layers)
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
     manifest["complete"] = True
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
+    with atomic_file(out / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -220,9 +216,8 @@ def _write_split(
                 **index,
                 **_features(model, blocks.input_ids[start:stop], lengths[start:stop], layers, job),
             }
-            tmp = path.with_suffix(".tmp")
-            save_file({key: v.contiguous() for key, v in flat.items()}, str(tmp))
-            os.replace(tmp, path)  # whole shards only: a kill leaves the old state or the new one
+            with atomic_file(path) as tmp:  # whole shards only: a kill leaves the old state or the new one
+                save_file({key: v.contiguous() for key, v in flat.items()}, str(tmp))
         bar.update(stop - start)
         shards.append({"file": path.name, "start": start, "stop": stop, "tokens": int(index["offsets"][-1]),
                        "sha256": sha256_file(path), "bytes": path.stat().st_size})  # fmt: skip

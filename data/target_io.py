@@ -32,6 +32,11 @@ def torch_dtype(name: str, field: str = "dtype") -> torch.dtype:
     return DTYPES[name]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The DTYPES name of a torch dtype (a loaded model's, to load another one like it)."""
+    return next(name for name, d in DTYPES.items() if d == dtype)
+
+
 def pick_device(requested: str | torch.device = "auto", index: int = 0) -> torch.device:
     """'auto' = CUDA device `index` (a rank's local rank) when there is one, else the CPU."""
     if str(requested) == "auto":

@@ -13,7 +13,6 @@ The baseline that speculative decoding is timed and checked against is this same
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -71,18 +70,6 @@ class _Clock:
         if self.cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
-
-
-def eos_token_ids(target: FrozenTarget) -> set[int]:
-    """Every id that ends a generation: generation_config's (int or list) plus the tokenizer's eos."""
-    ids: set[int] = set()
-    gen = getattr(target.model, "generation_config", None)
-    for value in (getattr(gen, "eos_token_id", None), target.tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, Iterable):
-            ids.update(int(v) for v in value)
-    return ids
 
 
 def _append(row: RowResult, new: list[int], eos: set[int], max_new_tokens: int) -> int:

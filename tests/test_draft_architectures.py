@@ -123,7 +123,7 @@ def test_chaining_from_a_mismatched_export_fails_clearly(target: FrozenTarget, t
     with pytest.raises(ValueError, match="'eagle' draft, but draft.name='medusa'"):
         build_draft(config(tmp_path, "draft=medusa", f"stage.init_from={tmp_path / 'eagle_export'}"), target)
     save_draft(head.state_dict(), head.config, tmp_path / "other", {**meta, "target_fingerprint": "0" * 16})
-    with pytest.raises(ValueError, match="trained against target"):
+    with pytest.raises(ValueError, match="export was built for target"):
         build_draft(config(tmp_path, "draft=eagle", f"stage.init_from={tmp_path / 'other'}"), target)
 
 

@@ -10,11 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data.paths import CONF_DIR, register_resolvers
+from data.target_io import eos_token_ids
 from eval.drafters import DraftSettings, NoDrafter
 from eval.drafters.dense import DenseDrafter
 from eval.drafters.eagle3 import Eagle3Drafter
 from eval.drafters.medusa import MedusaDrafter
-from eval.engine import Engine, eos_token_ids
+from eval.engine import Engine
 from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
@@ -41,7 +42,7 @@ def prompts(target: FrozenTarget) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def reference(target: FrozenTarget, prompts: list[list[int]]) -> list[list[int]]:
-    engine = Engine(target, NoDrafter(), DraftSettings(), eos_token_ids(target))
+    engine = Engine(target, NoDrafter(), DraftSettings(), eos_token_ids(target.model, target.tokenizer))
     return [engine.generate([p], N_NEW).rows[0].tokens for p in prompts]
 
 
@@ -73,7 +74,9 @@ def test_every_architecture_is_lossless(
     name: str, shape: str, target: FrozenTarget, prompts: list[list[int]], reference, tmp_path: Path
 ) -> None:
     settings = CHAIN if shape == "chain" else TREE
-    engine = Engine(target, drafter(name, target, tmp_path), settings, eos_token_ids(target))
+    engine = Engine(
+        target, drafter(name, target, tmp_path), settings, eos_token_ids(target.model, target.tokenizer)
+    )
     out = engine.generate(prompts, N_NEW)  # batch of 4, ragged acceptance
     assert [r.tokens for r in out.rows] == reference
 

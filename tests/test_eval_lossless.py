@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from data.embedded_paths import TINY_LLAMA_DIR, TINY_QWEN2_DIR
+from data.target_io import eos_token_ids
 from data.tracking import LoggerConfig
 from eval.config import EvalConfig, PromptsConfig, TreeConfig
 from eval.drafters import DraftSettings, NoDrafter
 from eval.drafters.eagle import EagleDrafter, random_eagle_head
 from eval.drafters.oracle import TargetDrafter
 from eval.drafters.trees import dynamic_tree, static_tree, tree_visibility
-from eval.engine import Engine, eos_token_ids
+from eval.engine import Engine
 from eval.run import LosslessError, evaluate
 from eval.verify import TreeVerifier, Walk
 from train.modeling.target import FrozenTarget, TargetConfig
@@ -61,7 +62,7 @@ def decode(engine: Engine, ps: list[list[int]], bs: int, n: int = N_NEW) -> list
 @pytest.fixture(scope="module")
 def greedy(target: FrozenTarget) -> list[list[int]]:
     """The reference: the engine with no draft at batch 1, itself checked against HF generate."""
-    ps, eos = prompts(target), eos_token_ids(target)
+    ps, eos = prompts(target), eos_token_ids(target.model, target.tokenizer)
     ref = decode(Engine(target, NoDrafter(), DraftSettings(), eos), ps, 1)
     ids = torch.tensor([ps[1]])
     hf = target.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW, do_sample=False,
@@ -73,7 +74,7 @@ def greedy(target: FrozenTarget) -> list[list[int]]:
 @pytest.mark.parametrize("bs", [1, 8])
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_lossless_chain_and_tree(target: FrozenTarget, greedy: list[list[int]], shape: str, bs: int) -> None:
-    ps, eos, settings = prompts(target), eos_token_ids(target), SHAPES[shape]
+    ps, eos, settings = prompts(target), eos_token_ids(target.model, target.tokenizer), SHAPES[shape]
     assert decode(Engine(target, NoDrafter(), settings, eos), ps, bs) == greedy  # ragged batch, same output
     torch.manual_seed(0)
     eagle = EagleDrafter(random_eagle_head(target).eval(), target)
@@ -105,7 +106,7 @@ def test_tree_mask_each_node_sees_exactly_its_ancestors() -> None:
 def test_tree_verify_forward_equals_plain_forward_on_each_path(target: FrozenTarget) -> None:
     """One forward over a (batched, ragged) tree gives each node the logits the target gives that node's
     root-to-node path decoded plainly: the 4D mask and positions are right for the HF model."""
-    ps, eos = prompts(target)[:3], eos_token_ids(target)
+    ps, eos = prompts(target)[:3], eos_token_ids(target.model, target.tokenizer)
     seen: list[tuple[torch.Tensor, torch.Tensor, list]] = []
 
     class Spy(TreeVerifier):

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from data.embedded_paths import TINY_LLAMA_DIR
+from data.target_io import eos_token_ids
 from eval.drafters import DraftSettings
 from eval.drafters.oracle import TargetDrafter
-from eval.engine import Engine, eos_token_ids
+from eval.engine import Engine
 from eval.sampling import Sampling
 from eval.verify import TreeVerifier
 from train.modeling.target import FrozenTarget, TargetConfig
@@ -83,7 +84,13 @@ def sample_outputs(
 ) -> tuple[list[int], list[list[int]]]:
     prompt = target.tokenizer("The json module can", add_special_tokens=True)["input_ids"]
     settings = SHAPES[shape]
-    engine = Engine(target, TargetDrafter(target, distort=0.5), settings, eos_token_ids(target), verifier)
+    engine = Engine(
+        target,
+        TargetDrafter(target, distort=0.5),
+        settings,
+        eos_token_ids(target.model, target.tokenizer),
+        verifier,
+    )
     gen = torch.Generator().manual_seed(1234)
     out = engine.generate([prompt] * ROWS, 3, gen)
     # Drafts were tried and judged: some accepted, some rejected (otherwise the test would test nothing).

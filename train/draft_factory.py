@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from data.fingerprint import check_fingerprint
 from train import distributed as dist
 from train.config import TrainConfig
 from train.drafts import BuildContext, spec_for
@@ -26,12 +27,8 @@ def _init_from(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
         raise ValueError(
             f"stage.init_from={path}: export is a {arch!r} draft, but draft.name={cfg.draft.name!r}"
         )
-    trained_on = meta.get("target_fingerprint")
-    if trained_on and trained_on != fingerprint["target_fingerprint"]:
-        raise ValueError(
-            f"stage.init_from={path}: export was trained against target {meta.get('target')} "
-            f"({trained_on}), this run's target is {target.name_or_path} ({fingerprint['target_fingerprint']})"
-        )
+    check_fingerprint(f"stage.init_from={path}: export", "target", meta.get("target_fingerprint"),
+                      fingerprint["target_fingerprint"], meta.get("target"), target.name_or_path)  # fmt: skip
     dist.print0(f"[train] initialised from {path} ({meta.get('stage')}, {meta.get('tokens_seen')} tokens)")
     return head
 

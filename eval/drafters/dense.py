@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
 
+from data.target_io import dtype_name, load_model
 from eval.drafters.base import CHAIN, DraftSettings, DraftTree
 from eval.drafters.trees import draft_chain, dynamic_tree
 from eval.kv import Slots, additive, block_positions, causal_block, select_rows, truncate
@@ -18,11 +18,11 @@ from train.modeling.target import FrozenTarget
 
 def load_dense(path: str, target: FrozenTarget) -> nn.Module:
     # sdpa (or eager) because drafting a tree needs a custom 4D mask, which flash-attention cannot take.
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=target.dtype, attn_implementation="sdpa")
+    model = load_model(path, dtype_name(target.dtype), target.device, "sdpa", field="draft_path")
     rows = model.get_output_embeddings().weight.shape[0]
     if rows != target.vocab_size:
         raise ValueError(f"{path}: dense draft vocabulary {rows} != target vocabulary {target.vocab_size}")
-    return model.to(target.device).eval().requires_grad_(False)
+    return model
 
 
 class DenseDrafter:

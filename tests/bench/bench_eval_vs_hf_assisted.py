@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from data.embedded_paths import CORPUS_DIR, TINY_LLAMA_DIR
+from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.drafters import DraftSettings, NoDrafter
 from eval.drafters.dense import DenseDrafter, load_dense
-from eval.engine import BatchStats, Engine, eos_token_ids
+from eval.engine import BatchStats, Engine
 from eval.prompts import load_prompts
 from train.modeling.target import FrozenTarget, TargetConfig
 
@@ -138,7 +139,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     target = TargetConfig(name_or_path=str(TINY_LLAMA_DIR), attn_implementation="sdpa").load("cpu")
-    eos, n = eos_token_ids(target), args.max_new_tokens
+    eos, n = eos_token_ids(target.model, target.tokenizer), args.max_new_tokens
     prompts = [
         p.input_ids for p in load_prompts(PromptsConfig(num_prompts=args.prompts), target.tokenizer).prompts
     ]
