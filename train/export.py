@@ -46,6 +46,8 @@ def export_draft(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         notes = fmt.export(head.eval(), meta, tmp, target, dtype)
+        # Formats write into the temp folder; the card's commands must name the folder's final place.
+        notes = [n.replace(str(tmp), str(out.resolve())) for n in notes]
         write_json(tmp / SIDECAR, {"format": fmt.NAME, "meta": meta, "head": head.config.to_dict()})
         write_card(tmp, fmt.NAME, meta, target.path, target.tokenizer_fingerprint, draft, notes)
     except BaseException:

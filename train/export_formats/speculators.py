@@ -7,6 +7,8 @@ speculators_config.proposal_methods[0].speculative_tokens, speculators_config.ve
 speculators_model_type, transformer_layer_config dict) and `vllm/model_executor/models/llama_eagle3.py`
 (Eagle3LlamaForCausalLM: layers.{i}.*, layer 0 with 2H q/k/v + hidden_norm; fc; norm; lm_head; d2t offsets;
 t2d skipped; embed_tokens optional, shared with the target when absent). Read 2025.
+The target's token embedding IS written (embed_tokens.weight): speculators 0.9.0's from_pretrained keeps an
+all-zero embedding when it is absent (its "not yet loaded" check fails under transformers 5.x), silently.
 vLLM defaults norm_before_residual to True when the key is absent, so it is always written (False: our
 layer 0 keeps the raw feature as residual, like EAGLE-3). eagle_aux_hidden_state_layer_ids are used by vLLM
 as "capture the input of layer id" = hidden_states[id], i.e. our feature_layers unchanged.
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from train.export_formats import eagle3_shared as e3
+from train.export_formats.card import vllm_commands
 from train.export_formats.common import (
     DTYPES,
     ExportError,
@@ -47,6 +50,7 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
     refuse_unknown(sd, {k for k in sd if k.startswith(("fc.", "layers.", "norm.", "lm_head."))}, NAME)
     tensors = dict(sd)
     tensors.update(e3.vocab_maps(head))
+    tensors["embed_tokens.weight"] = target.model().get_input_embeddings().weight.detach()
     write_tensors(out / "model.safetensors", cast(tensors, DTYPES[dtype]))
     cfg = head.config
     steps = int(meta.get("speculative_tokens") or meta.get("ttt_steps") or 3)
@@ -72,10 +76,9 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
     }
     write_json(out / "config.json", config)
     return [
-        "```bash",
-        f'vllm serve {target.path} --speculative-config \'{{"model": "{out}", "num_speculative_tokens": {steps}}}\'',
-        "```",
+        *vllm_commands(target.path, out, "eagle3", steps),
         "verifier.name_or_path is the target path given at export; change it if the target moves.",
+        "`speculators.SpeculatorModel.from_pretrained` loads this folder too (embed_tokens is the target's).",
     ]
 
 
@@ -104,6 +107,7 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
                 f"{src}: no eagle_aux_hidden_state_layer_ids; pass --target for the default (2, L/2, L-3)"
             )
         ids = e3.default_feature_layers(target.num_layers)
+    e3.check_imported_layers(list(ids), src, target, "eagle_aux_hidden_state_layer_ids (vLLM numbering)")
     draft_vocab = int(c.get("draft_vocab_size") or layer_cfg["vocab_size"])
     cfg = e3.head_config_from_llama(layer_cfg, draft_vocab, list(ids), str(src))
     raw = read_tensors(src)
