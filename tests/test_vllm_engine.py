@@ -7,7 +7,9 @@ once and each architecture's speculative config once, on a few short prompts.
 The drafts are built, not trained, so that acceptance is far from zero without a training run: "early exit"
 heads whose decoder layers add nothing (o_proj and down_proj zero) and whose output is the target's final
 norm + LM head applied to a target layer (EAGLE-3/Scylla: hidden_states[L-1]; EAGLE: the last hidden state),
-Medusa heads with zero blocks over the target's LM head, and a dense draft that is the target itself.
+Medusa heads with zero blocks over the target's LM head, and a dense draft that is the target itself (which
+must have every drafted token accepted). The early-exit EAGLE/Medusa heads propose a token already emitted,
+so they are accepted only where the output repeats: their check is mostly on the drafts counts.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def our_export(arch: str, target: FrozenTarget, out: Path) -> Path:
 def our_engine(draft: Path, target: FrozenTarget, out: Path, temperature: float = 0.0) -> list[dict]:
     cfg = to_eval_config(
         {"target": {"name_or_path": target.name_or_path}, "draft_path": str(draft), "mode": "chain",
-         "draft_length": K, "prompts": {"num_prompts": 3}, "max_new_tokens": 12, "batch_sizes": [1],
+         "draft_length": K, "prompts": {"num_prompts": 2}, "max_new_tokens": 10, "batch_sizes": [1],
          "temperature": temperature, "logger": {"name": "none"}, "progress": False, "output_dir": str(out)}
     )  # fmt: skip
     return evaluate(cfg, target=target).records
@@ -115,7 +117,7 @@ def test_every_architecture_in_vllm_equals_our_chain_engine(target_dir: Path, tm
         runs.append({"name": arch, "speculative_config": spec})
         ours[arch] = our_engine(src, target, tmp_path / f"eval-{arch}")
     prompts = [r["prompt_token_ids"] for r in ours["eagle3"]]
-    job = {"target": str(target_dir.resolve()), "prompts": prompts, "batch_sizes": [1], "max_new_tokens": 12,
+    job = {"target": str(target_dir.resolve()), "prompts": prompts, "batch_sizes": [1], "max_new_tokens": 10,
            "temperature": 0.0, "top_p": 1.0, "seed": 0, "runs": runs}  # fmt: skip
     result = run_vllm(VLLM_PYTHON, job, timeout_s=900)["runs"]
     (tmp_path / "vllm.json").write_text(json.dumps(result))
@@ -132,8 +134,9 @@ def test_every_architecture_in_vllm_equals_our_chain_engine(target_dir: Path, tm
         )
         if checks.failures:
             failures[arch] = checks.failures
-        accepted = result[arch]["by_bs"]["1"]["counters"]["num_accepted_tokens"]
-        assert accepted > 0 or arch in failures, f"{arch}: nothing accepted, the check would be vacuous"
+        if arch == "dense":  # the target drafting for itself: every drafted token must be accepted
+            c = result[arch]["by_bs"]["1"]["counters"]
+            assert c["num_accepted_tokens"] == c["num_draft_tokens"] > 0, c
     assert not failures, json.dumps(failures, indent=1)
 
 

@@ -49,10 +49,15 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
     sd = {k: v for k, v in head.state_dict().items() if k != "d2t"}
     refuse_unknown(sd, {k for k in sd if k.startswith(("fc.", "layers.", "norm.", "lm_head."))}, NAME)
     tensors = dict(sd)
-    tensors.update(e3.vocab_maps(head))
+    cfg = head.config
+    if cfg.draft_vocab_size != cfg.vocab_size:
+        tensors.update(e3.vocab_maps(head))
+    elif not torch.equal(head.d2t.cpu(), torch.arange(cfg.vocab_size)):
+        raise ExportError(f"{NAME}: a full-size draft vocabulary must map each id to itself (d2t is permuted)")
+    # else: no d2t/t2d. vLLM (llama_eagle3.py) has no d2t parameter when the vocabularies are equal and
+    # refuses to load one ("no module or parameter named 'draft_id_to_target_id'").
     tensors["embed_tokens.weight"] = target.model().get_input_embeddings().weight.detach()
     write_tensors(out / "model.safetensors", cast(tensors, DTYPES[dtype]))
-    cfg = head.config
     steps = int(meta.get("speculative_tokens") or meta.get("ttt_steps") or 3)
     config = {
         "architectures": ["Eagle3Speculator"],
