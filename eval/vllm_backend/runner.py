@@ -75,4 +75,8 @@ def run_script(
 
 
 def run_vllm(python: str, job: dict[str, Any], timeout_s: float = 1800) -> dict[str, Any]:
-    return run_script(python, WORKER, job, timeout_s)
+    """All of job["runs"], in as few worker processes as possible: a worker stops at a refused run."""
+    done: dict[str, Any] = {}
+    while pending := [r for r in job["runs"] if r["name"] not in done]:
+        done.update(run_script(python, WORKER, {**job, "runs": pending}, timeout_s)["runs"])
+    return {"runs": done}

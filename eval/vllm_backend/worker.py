@@ -6,7 +6,8 @@ job.json: {"target", "dtype", "max_model_len", "prompts": [[token ids]], "batch_
 "temperature", "top_p", "seed", "runs": [{"name", "speculative_config" (null = the target alone)}]}.
 Each run builds one LLM and decodes every prompt at every batch size (prompts in chunks of that size, as our
 engine does); at batch size 1 the spec-decode counters are also read per prompt. A run that vLLM refuses
-records vLLM's own error and the source line it came from, and the others still run.
+records vLLM's own error and the source line it came from and ends this process; runner.run_vllm starts
+a new one for the runs that remain.
 result.json: {"runs": {name: {"build_s", "by_bs": {bs: {...}}} | {"error", "where"}}}.
 """
 
@@ -106,6 +107,9 @@ def run(job: dict) -> dict[str, Any]:
         except Exception as err:  # recorded per run: one refused architecture must not hide the others
             results[spec["name"]] = {"error": f"{type(err).__name__}: {err}"[:2000], "where": where(err)}
             print(traceback.format_exc(), file=sys.stderr, flush=True)
+            # A failed build leaves vLLM's in-process state half torn down (the next build fails with
+            # "pipeline model parallel group is not initialized"): stop; the host runs the rest afresh.
+            break
     return {"runs": results}
 
 

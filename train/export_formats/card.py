@@ -24,7 +24,7 @@ def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[
         "```bash",
         "python -c 'from vllm import LLM, SamplingParams; "
         f'llm = LLM(model="{target}", max_model_len=512, speculative_config={spec}); '
-        "print(llm.generate([\"Hello\"], SamplingParams(max_tokens=8))[0].outputs[0].text)'",
+        'print(llm.generate(["Hello"], SamplingParams(max_tokens=8))[0].outputs[0].text)\'',
         "```",
     ]
 

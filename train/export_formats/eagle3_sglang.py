@@ -44,6 +44,11 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
             f"{NAME}: only EAGLE-3 heads (eagle3/scylla) have this layout, not {type(head).__name__}"
         )
     e3.check_representable(head, NAME, target)
+    if head.config.norm_before_residual or head.config.norm_before_fc:
+        raise ExportError(
+            f"{NAME}: norm_before_residual / norm_before_fc (input_norm.weight) have no place in the EAGLE-3 "
+            "checkpoint layout this format writes; export with --format speculators"
+        )
     if head.config.num_layers != 1:
         raise ExportError(
             f"{NAME}: layers.1.* has no place in the EAGLE-3 checkpoint layout (one midlayer); "

@@ -43,6 +43,11 @@ def check_representable(head: Eagle3Head, fmt: str, target: Target) -> None:
             f"{fmt}: fc.weight fuses {len(cfg.feature_layers)} target layers; the engines' fc is "
             "Linear(3 * hidden, hidden): exactly 3 feature_layers are required"
         )
+    if len(set(cfg.feature_layers)) != 3:
+        raise ExportError(
+            f"{fmt}: feature_layers {cfg.feature_layers} repeat a layer; the engines capture each layer once "
+            "(vLLM then hands fc fewer than 3 features and fails), so 3 distinct layers are required"
+        )
     bad = [i for i in cfg.feature_layers if not 1 <= i <= target.num_layers - 1]
     if bad:
         raise ExportError(
