@@ -46,9 +46,10 @@ pytestmark = pytest.mark.skipif(
     reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)'; .ci/run builds it)",
 )
 K = 3  # draft tokens per step in every run
-ARCHS = ("eagle3", "scylla", "eagle", "medusa", "dense")
+# eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
+ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
-EXPORT_REFUSED = {("tiny-qwen2", "eagle3"): "repeat a layer", ("tiny-qwen2", "scylla"): "repeat a layer"}
+EXPORT_REFUSED = {("tiny-qwen2", a): "repeat a layer" for a in ("eagle3", "eagle3-defaults", "scylla")}
 
 
 def _zero_layer_outputs(layers: torch.nn.ModuleList) -> None:
@@ -66,16 +67,19 @@ def early_exit_head(arch: str, target: FrozenTarget) -> torch.nn.Module:
             "num_kv_heads": c.num_key_value_heads, "head_dim": c.head_dim}  # fmt: skip
     torch.manual_seed(0)
     norm, lm = target.model.model.norm.weight, target.lm_head.weight
-    if arch in ("eagle3", "scylla"):
+    if arch in ("eagle3", "eagle3-defaults", "scylla"):
         layers = [1, n // 2, n - 1]
-        cfg = Eagle3HeadConfig(**dims, vocab_size=lm.shape[0], draft_vocab_size=lm.shape[0], feature_layers=layers,
-                               num_layers=2 if arch == "scylla" else 1, architecture=arch, layout="eagle3")  # fmt: skip
+        # eagle3-defaults also has a reduced draft vocabulary (ids 0..V/2-1), so vLLM reads d2t as well
+        dv = lm.shape[0] // 2 if arch.endswith("defaults") else lm.shape[0]
+        cfg = Eagle3HeadConfig(**dims, vocab_size=lm.shape[0], draft_vocab_size=dv, feature_layers=layers,
+                               num_layers=2 if arch == "scylla" else 1, architecture=arch.split("-")[0], layout="eagle3",
+                               norm_before_residual=arch.endswith("defaults"), norm_before_fc=arch.endswith("defaults"))  # fmt: skip
         head = Eagle3Head(cfg)
         head.fc.weight.zero_()
         head.fc.weight[:, 2 * h :] = torch.eye(h)  # the fused feature is hidden_states[L-1]
         _zero_layer_outputs(head.layers)
         head.norm.weight.copy_(norm)
-        head.lm_head.weight.copy_(lm)
+        head.lm_head.weight.copy_(lm[:dv])
         return head.eval()
     if arch == "eagle":
         head = EagleHead(EagleHeadConfig(**dims, vocab_size=lm.shape[0], first_layer_input_norm=False))
@@ -115,7 +119,7 @@ def test_every_architecture_in_vllm_equals_our_chain_engine(target_dir: Path, tm
     archs = [a for a in ARCHS if (target_dir.name, a) not in EXPORT_REFUSED]
     for arch in ARCHS:
         src = our_export(arch, target, tmp_path / f"ours-{arch}")
-        fmt = FORMAT_FOR[arch]
+        fmt = FORMAT_FOR[arch.split("-")[0]]
         if arch not in archs:  # refused by our exporter, naming why, instead of crashing inside vLLM
             with pytest.raises(ExportError, match=EXPORT_REFUSED[target_dir.name, arch]):
                 export_draft(src, fmt, tmp_path / f"{arch}-{fmt}", str(target_dir.resolve()))
