@@ -10,9 +10,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from data.embedded_paths import CORPUS_DIR, EMBEDDED_DIR
 from data.regenerate import RegenJob, run_regenerate
 from data.sources import SourceSpec
-from data.embedded_paths import CORPUS_DIR, EMBEDDED_DIR
 
 
 def main() -> None:
