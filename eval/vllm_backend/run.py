@@ -74,6 +74,10 @@ def evaluate_vllm(cfg: EvalConfig) -> dict[str, Any]:
                  {"name": "spec", "speculative_config": {"method": method, "model": served,
                                                          "num_speculative_tokens": k}}],
     }  # fmt: skip
+    if cfg.temperature > 0:
+        # vLLM's default proposes the draft's argmax (accepted with probability p_target); our engine, like
+        # the speculative-sampling papers, samples the draft and accepts with min(1, p/q). Same method here.
+        job["runs"][1]["speculative_config"]["draft_sample_method"] = "probabilistic"
     vllm = run_vllm(python, job, cfg.vllm.timeout_s)
     for name, run in vllm["runs"].items():
         if "error" in run:
