@@ -8,7 +8,10 @@ from typing import Any
 
 CARD = "README.md"
 # The card's vLLM lines are run by tests/test_vllm_engine.py exactly as printed: keep them one runnable line.
-VLLM_OFFLINE_NOTE = "Offline, the same settings (tests run this line as printed, in vLLM's environment):"
+VLLM_OFFLINE_NOTE = (
+    "A quick offline check that the export loads and drafts, same settings (eager mode: no graph capture; "
+    "tests run this line as printed, in vLLM's environment):"
+)
 
 
 def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[str]:
@@ -23,7 +26,7 @@ def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[
         VLLM_OFFLINE_NOTE,
         "```bash",
         "python -c 'from vllm import LLM, SamplingParams; "
-        f'llm = LLM(model="{target}", max_model_len=512, speculative_config={spec}); '
+        f'llm = LLM(model="{target}", max_model_len=512, enforce_eager=True, speculative_config={spec}); '
         'print(llm.generate(["Hello"], SamplingParams(max_tokens=8))[0].outputs[0].text)\'',
         "```",
     ]
