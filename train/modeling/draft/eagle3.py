@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.modeling.doc_mask import VarlenMask
 from train.modeling.draft.layers import Attention, DecoderLayer, GatedMLP, KVCache, RMSNorm
 
 
@@ -80,7 +81,7 @@ class Eagle3FirstLayer(nn.Module):
         position_ids: torch.Tensor,
         cache: KVCache | None = None,
         layer_idx: int = 0,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
     ) -> torch.Tensor:
         fused = torch.cat([self.input_layernorm(embeds), self.hidden_norm(x)], dim=-1)
         x = x + self.self_attn(fused, position_ids, cache, layer_idx, attn_mask)
@@ -133,7 +134,7 @@ class Eagle3Head(nn.Module):
         features: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
         layer_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """features: (B, T, H), the head's own previous output; or layer_features: (B, T, n*H) target layers,
