@@ -56,6 +56,23 @@ def _count(input_ids: torch.Tensor, loss_mask: torch.Tensor, vocab: int) -> np.n
     return torch.bincount(input_ids.long()[loss_mask.bool()], minlength=vocab).numpy()
 
 
+def target_features(
+    target: FrozenTarget, ids: torch.Tensor, packing: Packing | None = None
+) -> TargetFeatures:
+    """The target's forward on a batch, one conversation per row or packed (attention kept per conversation)."""
+    if packing is None:
+        return target.features(ids)
+    if packing.varlen:
+        # transformers runs flash-attn varlen from restarting position ids only for one row: flatten the
+        # batch into one (each row starts at position 0, so no conversation spans two rows).
+        b, t = ids.shape
+        f = target.features(ids.reshape(1, -1), position_ids=packing.position_ids.reshape(1, -1))
+        layers = None if f.layers is None else f.layers.view(b, t, -1)
+        return TargetFeatures(f.hidden.view(b, t, -1), f.logits.view(b, t, -1), layers)
+    mask = packing.hf_mask(target.model.config._attn_implementation, target.dtype)
+    return target.features(ids, attention_mask=mask, position_ids=packing.position_ids)
+
+
 class OnlineSource:
     """Token blocks in memory; features come from running the target."""
 
@@ -106,17 +123,7 @@ class OnlineSource:
         batch: dict[str, torch.Tensor],
         packing: Packing | None = None,
     ) -> TargetFeatures:
-        if packing is None:
-            return target.features(ids)
-        if packing.varlen:
-            # transformers runs flash-attn varlen from restarting position ids only for one row: flatten the
-            # batch into one (each row starts at position 0, so no conversation spans two rows).
-            b, t = ids.shape
-            f = target.features(ids.reshape(1, -1), position_ids=packing.position_ids.reshape(1, -1))
-            layers = None if f.layers is None else f.layers.view(b, t, -1)
-            return TargetFeatures(f.hidden.view(b, t, -1), f.logits.view(b, t, -1), layers)
-        mask = packing.hf_mask(target.model.config._attn_implementation, target.dtype)
-        return target.features(ids, attention_mask=mask, position_ids=packing.position_ids)
+        return target_features(target, ids, packing)
 
 
 class OfflineSource:

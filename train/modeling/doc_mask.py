@@ -28,7 +28,7 @@ def doc_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     """(B, 1, T, T) bool: query t sees key s <= t of its own conversation only."""
     t = doc_ids.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=doc_ids.device).tril()
-    return (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
+    return ((doc_ids[:, :, None] == doc_ids[:, None, :]) & causal)[:, None]
 
 
 @dataclass
