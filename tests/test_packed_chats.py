@@ -65,14 +65,15 @@ def test_row_plan_is_first_fit_pure_and_fills_rows() -> None:
 
 
 def conversations(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Five chats as one-per-row padded blocks (seq 24): a prompt (mask 0) then a reply (mask 1)."""
+    """Five chats as one-per-row padded blocks (seq 24): a prompt (mask 0) then a reply (mask 1); rows of 24
+    hold them as [13, 11], [10, 9], [8] (first-fit, longest first)."""
     g = torch.Generator().manual_seed(seed)
     lengths = [11, 9, 13, 8, 10]
     ids = torch.zeros(len(lengths), 24, dtype=torch.int32)
     mask = torch.zeros(len(lengths), 24, dtype=torch.uint8)
     for i, n in enumerate(lengths):
         ids[i, :n] = torch.randint(3, 4000, (n,), generator=g)
-        mask[i, 3:n] = 1
+        mask[i, (0 if i % 2 else 3) : n] = 1  # odd ones train from their first token: boundary losses show
     return ids, mask
 
 
@@ -109,7 +110,7 @@ def test_a_conversation_changes_nothing_for_the_others(
     assert ids.shape[0] >= 2 and int(docs.max()) >= 2  # several rows, several chats in a row
     ids = ids.long()
     packing = Packing.of(docs.long(), target.model.config._attn_implementation)
-    changed = (0, 1)  # the second conversation of the first row
+    changed = (0, 0)  # the first conversation of the first row: the next one would see it, were it not masked
     perturbed = ids.clone()
     where = torch.zeros_like(ids, dtype=torch.bool)
     where[changed[0]] = docs[changed[0]] == changed[1]
