@@ -157,7 +157,12 @@ def test_packed_losses_equal_each_conversation_alone(
                 only[row, span] = mask[row, span]
                 packed = objective(head, target, ids, feats, only, False, packing).stats
                 alone_m = alone_mask[src, : span.numel()][None]
-                alone = objective(head, target, chat, target_features(target, chat), alone_m, False).stats
+                alone_f = target_features(target, chat)
+                layers = None if feats.layers is None else feats.layers[row, span]
+                packed_f = TargetFeatures(feats.hidden[row, span], feats.logits[row, span], layers)
+                for x, y in zip(features_at(packed_f, slice(None)), features_at(alone_f, 0), strict=True):
+                    torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+                alone = objective(head, target, chat, alone_f, alone_m, False).stats
                 assert_same_stats(packed, alone, f"{draft} conversation {src}")
 
 
