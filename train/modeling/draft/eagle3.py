@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.modeling.doc_mask import VarlenMask
 from train.modeling.draft.layers import Attention, DecoderLayer, GatedMLP, KVCache, RMSNorm
 
 
@@ -87,7 +88,7 @@ class Eagle3FirstLayer(nn.Module):
         position_ids: torch.Tensor,
         cache: KVCache | None = None,
         layer_idx: int = 0,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
     ) -> torch.Tensor:
         normed = self.hidden_norm(x)
         if self.norm_before_residual:
@@ -146,7 +147,7 @@ class Eagle3Head(nn.Module):
         features: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
         layer_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """features: (B, T, H), the head's own previous output; or layer_features: (B, T, n*H) target layers,
