@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from train.paths import CONF_DIR, register_resolvers
 
 from data.packing import pack_chats, plan_rows, real_lengths
+from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
