@@ -141,6 +141,12 @@ class Eagle3Head(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(len(self.layers))
 
+    def fuse(self, layer_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_fused * H) concatenated target layers -> (B, T, H) step-0 feature."""
+        if self.input_norm is not None:
+            layer_features = self.input_norm(layer_features)
+        return self.fc(layer_features)
+
     def forward(
         self,
         input_embeds: torch.Tensor,
