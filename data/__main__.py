@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                                ("--limit", int, None)):  # fmt: skip
         r.add_argument(flag, type=typ, default=default)
     r.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    r.add_argument(
+        "--backend", default="hf", choices=["hf", "vllm"], help="vllm: $DRAFTFORGE_VLLM_PYTHON's vLLM"
+    )
     _data_args(r)
     c = sub.add_parser("cache", help="store target hidden states for data.mode=offline")
     c.add_argument("--target", required=True)
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         job = RegenJob(args.target, spec.source, args.out, spec.format, args.batch_size, args.max_new_tokens,
                        args.temperature, args.top_p, args.seed, args.limit, args.dtype,
                        chat_template=spec.chat_template, validation=spec.validation,
-                       max_bad_fraction=spec.max_bad_fraction, tokenizer=args.tokenizer)  # fmt: skip
+                       max_bad_fraction=spec.max_bad_fraction, backend=args.backend,
+                       tokenizer=args.tokenizer)  # fmt: skip
         print(json.dumps(run_regenerate(job)))
     else:
         from data.cache import CacheJob, run_cache

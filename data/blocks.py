@@ -1,8 +1,8 @@
 """Validated examples -> fixed-shape (N, seq_len) token blocks with a loss mask: what training and the cache read.
 
 Raw text is packed: documents joined with EOS and cut into seq_len blocks (the ragged tail is dropped), every
-token trained on. Chat records are one block each, right-padded with mask 0: packing several conversations
-into one causal block would let the target's features for one conversation depend on another.
+token trained on. Chat records are one block each, right-padded with mask 0; with `data.pack_chats` they are
+then packed several to a row by data/packing.py, with `doc_ids` so that attention keeps them apart.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Blocks:
     input_ids: torch.Tensor  # (N, seq_len) int32
     loss_mask: torch.Tensor  # (N, seq_len) uint8: 1 = trained on
     report: Report
+    doc_ids: torch.Tensor | None = None  # (N, seq_len) int32: packed chats' conversation per position
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -7,13 +7,21 @@ flushed; a rerun skips the origins already there (a torn last line is dropped), 
 `<out>` only when every prompt is done, so a reader never mistakes a partial file for a finished one.
 Sampling is seeded per batch from (seed, position of its first prompt), so a resumed run writes what an
 uninterrupted run with the same batch size would have.
+
+backend=vllm generates the same batches with vLLM in its own environment (data/vllm_generate.py, run with
+the python named by vllm_python or $DRAFTFORGE_VLLM_PYTHON; README "Serving engines (vLLM)"): same prompts
+(the target's chat template, encoded here), same stop tokens, same output format and resume behaviour.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,11 @@ from data.formats import RecordError, check_conversation, detect_format, record_
 from data.sources import SourceSpec, iter_records
 from data.target_io import eos_token_ids, load_target
 from data.validate import Issue, Report, check_report
+
+BACKENDS = ("hf", "vllm")
+VLLM_ENV_VAR = "DRAFTFORGE_VLLM_PYTHON"
+VLLM_WORKER = Path(__file__).with_name("vllm_generate.py")
+VLLM_MARK = "DRAFTFORGE_BATCH "  # data/vllm_generate.py marks its result lines with this
 
 
 @dataclass
@@ -45,7 +58,13 @@ class RegenJob:
     validation: str = "strict"
     max_bad_fraction: float = 0.01
     progress: bool = True
+    backend: str = "hf"  # hf = transformers generate; vllm = vLLM in its own environment
+    vllm_python: str = ""  # backend=vllm: that environment's python; "" = $DRAFTFORGE_VLLM_PYTHON
     tokenizer: str | None = None  # target.tokenizer: a tokenizer folder or tokenizer.json (None = target's)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}: expected one of {BACKENDS}")
 
 
 @dataclass
@@ -108,28 +127,17 @@ def run_regenerate(job: RegenJob) -> dict[str, float]:
     bar = tqdm(
         total=len(prompts), initial=len(prompts) - len(todo), desc="regenerate", disable=not job.progress
     )
-    new_tokens, t0 = 0, time.perf_counter()
+    batches = [todo[b : b + job.batch_size] for b in range(0, len(todo), job.batch_size)]
+    encoded = [[encode_prompt(tok, p.messages) for _, p in batch] for batch in batches]
+    seeds = [job.seed * 1_000_003 + batch[0][0] for batch in batches]
+    if job.backend == "vllm":
+        results = _vllm_batches(job, encoded, seeds, sorted(stop_ids))
+    else:
+        results = _hf_batches(job, model, encoded, seeds, pad, sorted(stop_ids), device)
+    new_tokens, seconds = 0, 0.0
     with open(partial, "a", encoding="utf-8") as f:
-        for b in range(0, len(todo), job.batch_size):
-            batch = todo[b : b + job.batch_size]
-            enc = [encode_prompt(tok, p.messages) for _, p in batch]
-            width = max(map(len, enc))
-            ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=device)
-            attn = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
-            torch.manual_seed(job.seed * 1_000_003 + batch[0][0])
-            sample = job.temperature > 0
-            # generate applies TemperatureLogitsWarper + TopPLogitsWarper: eval.sampling builds the same pair.
-            gen = model.generate(
-                input_ids=ids,
-                attention_mask=attn,
-                max_new_tokens=job.max_new_tokens,
-                do_sample=sample,
-                temperature=job.temperature if sample else None,
-                top_p=job.top_p if sample else None,
-                top_k=None,
-                pad_token_id=pad,
-                eos_token_id=sorted(stop_ids),
-            )[:, width:].tolist()
+        for batch, (gen, batch_s) in zip(batches, results, strict=True):
+            seconds += batch_s
             lines = []
             for (_, p), row in zip(batch, gen, strict=True):
                 cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
@@ -143,7 +151,62 @@ def run_regenerate(job: RegenJob) -> dict[str, float]:
             os.fsync(f.fileno())
             bar.update(len(batch))
     bar.close()
-    seconds = time.perf_counter() - t0
     os.replace(partial, out)
+    # seconds: generation only (both backends), not model loading or vLLM's engine build
     return {"prompts": len(prompts), "generated": len(todo), "new_tokens": new_tokens, "seconds": seconds,
-            "tokens_per_s": new_tokens / max(seconds, 1e-9)}  # fmt: skip
+            "tokens_per_s": new_tokens / max(seconds, 1e-9), "backend": job.backend}  # fmt: skip
+
+
+def _hf_batches(
+    job: RegenJob, model, encoded: list[list[list[int]]], seeds: list[int], pad: int, stop: list[int], device
+) -> Iterator[tuple[list[list[int]], float]]:
+    for enc, seed in zip(encoded, seeds, strict=True):
+        width = max(map(len, enc))
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=device)
+        attn = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
+        torch.manual_seed(seed)
+        sample = job.temperature > 0
+        t0 = time.perf_counter()
+        # generate applies TemperatureLogitsWarper + TopPLogitsWarper: eval.sampling builds the same pair.
+        rows = model.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            max_new_tokens=job.max_new_tokens,
+            do_sample=sample,
+            temperature=job.temperature if sample else None,
+            top_p=job.top_p if sample else None,
+            top_k=None,
+            pad_token_id=pad,
+            eos_token_id=stop,
+        )[:, width:].tolist()
+        yield rows, time.perf_counter() - t0
+
+
+def _vllm_batches(
+    job: RegenJob, encoded: list[list[list[int]]], seeds: list[int], stop: list[int]
+) -> Iterator[tuple[list[list[int]], float]]:
+    """One vLLM process for the whole run; it prints each batch's outputs as soon as they are done."""
+    python = job.vllm_python or os.environ.get(VLLM_ENV_VAR, "")
+    if not python or not Path(python).is_file():
+        raise RuntimeError(f"--backend vllm: no vLLM python ({VLLM_ENV_VAR} or vllm_python): {python!r}")
+    longest = max((len(e) for enc in encoded for e in enc), default=0)
+    spec = {"target": str(Path(job.target).resolve()), "dtype": job.dtype,
+            "max_model_len": longest + job.max_new_tokens, "max_new_tokens": job.max_new_tokens,
+            "temperature": job.temperature, "top_p": job.top_p, "stop_token_ids": stop,
+            "batches": [{"prompts": enc, "seed": seed} for enc, seed in zip(encoded, seeds, strict=True)]}  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+           "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}  # fmt: skip
+    env.pop("PYTHONPATH", None)
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(spec, f)
+        f.flush()
+        cmd = [python, "-I", str(VLLM_WORKER), f.name]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, stderr=sys.stderr) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(VLLM_MARK):
+                    done = json.loads(line[len(VLLM_MARK) :])
+                    yield done["outputs"], done["seconds"]
+        if proc.returncode != 0:
+            raise RuntimeError(f"{VLLM_WORKER.name} exited {proc.returncode} (its stderr is above)")

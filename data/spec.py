@@ -41,6 +41,9 @@ class DataConfig:
     valid_max_tokens: int | None = None  # token budget for the validation split (None = all of it)
     shuffle_seed: int = 0  # order of packed sequences; fixed so a resumed run sees the same stream
     group_by_length: bool = True  # chat: batch conversations of similar length (less padding computed)
+    # chat, online: several whole conversations per seq_len row, attention and positions kept per conversation
+    # (micro_batch_size then counts rows). Off by default: see data/packing.py for the measurement.
+    pack_chats: bool = False
     validation: str = "strict"  # strict: any bad record stops the run | lenient: skip and count them
     max_bad_fraction: float = 0.01  # lenient: stop anyway when more than this fraction of records is bad
     mode: str = "online"  # online: run the target each step | offline: read features from cache_dir

@@ -12,6 +12,7 @@ from data.paths import CONF_DIR, register_resolvers
 from eval.config import to_eval_config
 from eval.inputs import check_inputs, use_recorded_target
 from eval.run import evaluate
+from eval.vllm_backend.run import evaluate_vllm
 
 register_resolvers()
 
@@ -30,7 +31,10 @@ def main(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    evaluate(typed)
+    if typed.engine == "vllm":
+        evaluate_vllm(typed)
+    else:
+        evaluate(typed)
 
 
 if __name__ == "__main__":

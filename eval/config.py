@@ -14,6 +14,7 @@ PROMPT_SOURCES = ("tasks", "embedded", "jsonl", "questions")
 TASK_CATEGORIES = ("multi_turn", "code", "math", "instruction", "qa", "summarization")
 EMBEDDED_CATEGORIES = ("chat", "docs")
 DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("draftforge", "vllm")
 MODES = ("chain", "tree")
 DEFAULT_PROMPTS = 16  # prompts.num_prompts=null on a shipped source (a user's file is read whole)
 
@@ -72,6 +73,15 @@ class TreeConfig:
 
 
 @dataclass
+class VllmConfig:
+    """engine=vllm: vLLM runs in its own environment (README "Serving engines (vLLM)")."""
+
+    python: str = ""  # that environment's python; "" = the DRAFTFORGE_VLLM_PYTHON environment variable
+    max_model_len: int = 512  # prompt + new tokens; also sizes vLLM's KV cache
+    timeout_s: float = 1800.0  # the whole vLLM worker run
+
+
+@dataclass
 class EvalConfig:
     """Speculative decoding of a draft against its target, timed against the target alone in the same
     engine; at temperature 0 every output is checked token for token against the target's greedy output."""
@@ -92,6 +102,8 @@ class EvalConfig:
     cpu_threads: int = 0  # torch intra-op threads; 0 = torch default; 1 steadies timings on a busy CPU
     progress: bool = True  # tqdm progress bars
     output_dir: str = "outputs/eval"  # results.{json,csv}, outputs.jsonl, plots, the resolved config
+    engine: str = "draftforge"  # vllm = also serve the draft in vLLM (chain) and compare (eval/vllm_backend)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -108,6 +120,8 @@ class EvalConfig:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads={self.cpu_threads}: must be >= 0 (0 = torch's default)")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r}: expected one of {ENGINES}")
         if self.device not in DEVICES:
             raise ValueError(f"device={self.device!r}: expected one of {DEVICES}")
 

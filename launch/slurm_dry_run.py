@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
+import train.config  # noqa: F401  registers `train_schema`, which conf/train.yaml composes onto
 from data.paths import CONF_DIR, register_resolvers
 
 

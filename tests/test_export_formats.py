@@ -41,11 +41,13 @@ def _randomize(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def build(kind: str, target: FrozenTarget) -> torch.nn.Module:
     if kind == "eagle":
         return _randomize(EagleHead(EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=False)))
-    if kind in ("eagle3", "scylla", "eagle3-draftforge"):
+    if kind in ("eagle3", "scylla", "eagle3-draftforge", "eagle3-speculators-defaults"):
         cfg = Eagle3HeadConfig(
             **DIMS, vocab_size=V, draft_vocab_size=DV, feature_layers=[1, 2, 3],
             num_layers=2 if kind == "scylla" else 1, architecture=kind.split("-")[0],
             layout="draftforge" if kind.endswith("draftforge") else "eagle3",
+            # speculators 0.9.0's trainer defaults (vLLM loads both switches)
+            norm_before_residual=kind.endswith("defaults"), norm_before_fc=kind.endswith("defaults"),
         )  # fmt: skip
         head = _randomize(Eagle3Head(cfg))
         head.d2t.copy_(torch.randperm(V, generator=torch.Generator().manual_seed(1))[:DV].sort().values)
@@ -89,6 +91,7 @@ ROUND_TRIPS = [
     ("eagle3", "eagle3-sglang"),
     ("eagle3", "speculators"),
     ("scylla", "speculators"),
+    ("eagle3-speculators-defaults", "speculators"),
     ("medusa-own", "medusa"),
     ("medusa-shared", "medusa"),
     ("dense", "hf-dense"),
@@ -127,6 +130,7 @@ def test_refuses_a_target_with_another_tokenizer(target: FrozenTarget, tmp_path:
         ("eagle3-draftforge", "eagle3-sglang", "input_proj.weight"),
         ("eagle3-draftforge", "speculators", "input_proj.weight"),
         ("scylla", "eagle3-sglang", "layers.1."),
+        ("eagle3-speculators-defaults", "eagle3-sglang", "norm_before_residual"),
         ("eagle3", "eagle", "EAGLE-1/2 heads"),
         ("eagle3", "medusa", "Medusa heads"),
     ],
@@ -186,3 +190,19 @@ def test_exported_dense_draft_assists_hf_generate(target: FrozenTarget, tmp_path
     plain = model.generate(ids, **kw)
     assisted = model.generate(ids, assistant_model=draft, **kw)
     assert torch.equal(plain, assisted)  # greedy assisted generation is lossless
+
+
+def test_importer_refuses_layer_ids_that_do_not_match(target: FrozenTarget, tmp_path: Path) -> None:
+    """A folder whose layer ids were rewritten (or are read in another engine's numbering) is refused."""
+    folder = export_draft(
+        our_export(build("eagle3", target), target, tmp_path / "ours"), "speculators", tmp_path / "s"
+    )
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["eagle_aux_hidden_state_layer_ids"] = [0, 1, 2]  # SGLang's numbering, read as vLLM's
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ExportError, match=r"trained on \[1, 2, 3\]"):
+        import_draft(folder, tmp_path / "back")
+    cfg["eagle_aux_hidden_state_layer_ids"] = [2, 3, 4]  # hidden_states[4] is the output, not capturable
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ExportError, match="does not match this target"):
+        import_draft(folder, tmp_path / "back", None, str(TINY_LLAMA))

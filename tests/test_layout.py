@@ -12,7 +12,9 @@ from tests.conftest import REPO
 PACKAGES = ("train", "data", "eval", "builders")
 # What eval may import from train: the model files (the frozen target, draft heads and their export files).
 # Everything else eval shares with train (tracking, paths, loaders) lives on the ground floor, in `data`.
-TRAIN_SURFACE_FOR_EVAL = ("train.modeling",)
+# eval loads drafts (train.modeling), writes engine layouts for serving them (train.export), and its sweep
+# runner composes training configs as `python -m train` does (train.config registers the schema).
+TRAIN_SURFACE_FOR_EVAL = ("train.modeling", "train.export", "train.config")
 
 
 def _module(path: Path) -> str:

@@ -20,6 +20,9 @@ from train.export_formats.common import ExportError, Target, check_tokenizer, re
 from train.export_formats.registry import FORMATS, detect, get_format
 from train.modeling.draft.io import load_draft, read_export_config, save_draft
 
+# What eval (its vLLM backend) may use from here: train.export is part of train's public surface.
+__all__ = ["ExportError", "detect", "export_draft", "import_draft", "read_json"]
+
 SIDECAR = "draftforge.json"
 
 
@@ -49,6 +52,8 @@ def export_draft(
     check_tokenizer(meta, target, str(draft))
     with atomic_folder(out) as tmp:  # an engine never sees a half-written folder
         notes = fmt.export(head.eval(), meta, tmp, target, dtype)
+        # Formats write into the temp folder; the card's commands must name the folder's final place.
+        notes = [n.replace(str(tmp), str(out.resolve())) for n in notes]
         write_json(tmp / SIDECAR, {"format": fmt.NAME, "meta": meta, "head": head.config.to_dict()})
         write_card(tmp, fmt.NAME, meta, target.path, target.tokenizer_fingerprint, draft, notes)
     return out

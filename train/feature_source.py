@@ -20,10 +20,11 @@ from transformers import PreTrainedTokenizerBase
 from data import target_io
 from data.blocks import build_blocks
 from data.cache_reader import CacheSplit, HiddenStateCache
-from data.packing import real_lengths
+from data.packing import pack_chats, real_lengths
 from data.spec import DataConfig, split_spec
 from data.target_io import normalize_layers
 from train import distributed as dist
+from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetConfig, TargetFeatures
 
 
@@ -44,12 +45,33 @@ class FeatureSource(Protocol):
     def get(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
     def features(
-        self, target: FrozenTarget, ids: torch.Tensor, batch: dict[str, torch.Tensor]
+        self,
+        target: FrozenTarget,
+        ids: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        packing: Packing | None = None,
     ) -> TargetFeatures: ...
 
 
 def _count(input_ids: torch.Tensor, loss_mask: torch.Tensor, vocab: int) -> np.ndarray:
     return torch.bincount(input_ids.long()[loss_mask.bool()], minlength=vocab).numpy()
+
+
+def target_features(
+    target: FrozenTarget, ids: torch.Tensor, packing: Packing | None = None
+) -> TargetFeatures:
+    """The target's forward on a batch, one conversation per row or packed (attention kept per conversation)."""
+    if packing is None:
+        return target.features(ids)
+    if packing.varlen:
+        # transformers runs flash-attn varlen from restarting position ids only for one row: flatten the
+        # batch into one (each row starts at position 0, so no conversation spans two rows).
+        b, t = ids.shape
+        f = target.features(ids.reshape(1, -1), position_ids=packing.position_ids.reshape(1, -1))
+        layers = None if f.layers is None else f.layers.view(b, t, -1)
+        return TargetFeatures(f.hidden.view(b, t, -1), f.logits.view(b, t, -1), layers)
+    mask = packing.hf_mask(target.model.config._attn_implementation, target.dtype)
+    return target.features(ids, attention_mask=mask, position_ids=packing.position_ids)
 
 
 class OnlineSource:
@@ -60,8 +82,17 @@ class OnlineSource:
         if train_spec is None:
             raise ValueError("data: no training data (data.train_files or data.hf_dataset)")
         self.train = build_blocks(train_spec, tokenizer, "train data")
-        dist.print0(f"[data] train: {self.train.report.summary()}; {len(self.train)} sequences")
         self.valid = build_blocks(valid_spec, tokenizer, "valid data") if valid_spec else None
+        if data.pack_chats and self.train.report.format != "text":  # text is packed (EOS-joined) already
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            chats = len(self.train)
+            for blocks in (self.train, self.valid):
+                if blocks is not None:
+                    blocks.input_ids, blocks.loss_mask, blocks.doc_ids = pack_chats(
+                        blocks.input_ids, blocks.loss_mask, int(pad or 0)
+                    )
+            dist.print0(f"[data] pack_chats: {chats} conversations in {len(self.train)} rows")
+        dist.print0(f"[data] train: {self.train.report.summary()}; {len(self.train)} sequences")
 
     def attach(self, target: FrozenTarget) -> None:
         pass
@@ -81,12 +112,19 @@ class OnlineSource:
     def get(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         b = self.train if split == "train" else self.valid
         assert b is not None
-        return {"input_ids": b.input_ids[idx], "loss_mask": b.loss_mask[idx]}
+        batch = {"input_ids": b.input_ids[idx], "loss_mask": b.loss_mask[idx]}
+        if b.doc_ids is not None:
+            batch["doc_ids"] = b.doc_ids[idx]
+        return batch
 
     def features(
-        self, target: FrozenTarget, ids: torch.Tensor, batch: dict[str, torch.Tensor]
+        self,
+        target: FrozenTarget,
+        ids: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        packing: Packing | None = None,
     ) -> TargetFeatures:
-        return target.features(ids)
+        return target_features(target, ids, packing)
 
 
 class OfflineSource:
@@ -95,6 +133,11 @@ class OfflineSource:
     def __init__(self, data: DataConfig) -> None:
         if not data.cache_dir:
             raise ValueError("data.mode=offline needs data.cache_dir (made by `python -m data cache`)")
+        if data.pack_chats:
+            raise ValueError(
+                "data.pack_chats=true is online-only for now: the hidden-state cache stores one conversation "
+                "per row. Use data.mode=online, or data.pack_chats=false with the cache."
+            )
         self.cache = HiddenStateCache(data.cache_dir)
         self.final = self.cache.final_layer
         self.want = {s: spec.fingerprint() for s in ("train", "valid") if (spec := split_spec(data, s))}
@@ -139,7 +182,11 @@ class OfflineSource:
         return batch
 
     def features(
-        self, target: FrozenTarget, ids: torch.Tensor, batch: dict[str, torch.Tensor]
+        self,
+        target: FrozenTarget,
+        ids: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        packing: Packing | None = None,
     ) -> TargetFeatures:
         hidden = batch["hidden"].to(target.device, target.dtype)
         with torch.no_grad():  # the LM head is all of the target that offline mode runs

@@ -17,6 +17,7 @@ from data.packing import BlockSampler, real_lengths, trim_batch
 from train.config import TrainConfig
 from train.drafts import spec_for
 from train.feature_source import FeatureSource, open_source
+from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget
 from train.objectives import LossOutput, Objective
 
@@ -74,5 +75,9 @@ class LossSeam:
     ) -> LossOutput:
         ids = batch["input_ids"].to(self.target.device, torch.long)
         mask = batch.get("loss_mask", torch.ones_like(ids)).to(ids.device)
-        features = self.data.features(self.target, ids, batch)
-        return self.objective(draft, self.target, ids, features, mask, training)
+        packing = None
+        if "doc_ids" in batch:  # packed chats (data.pack_chats): keep each conversation to itself
+            impl = self.target.model.config._attn_implementation
+            packing = Packing.of(batch["doc_ids"].to(ids.device, torch.long), impl)
+        features = self.data.features(self.target, ids, batch, packing)
+        return self.objective(draft, self.target, ids, features, mask, training, packing)

@@ -35,6 +35,8 @@ def tokens_per_step(cfg: PointConfig) -> int:
     training config composed as `python -m train` would (the compose API works inside a Hydra app)."""
     from hydra import compose
 
+    import train.config  # noqa: F401  registers `train_schema`, which conf/train.yaml composes onto
+
     run = compose("train", overrides=cfg.train_overrides())
     return cfg.nproc * run.train.micro_batch_size * run.train.grad_accum * run.data.seq_len
 

@@ -7,6 +7,29 @@ from pathlib import Path
 from typing import Any
 
 CARD = "README.md"
+# The card's vLLM lines are run by tests/test_vllm_engine.py exactly as printed: keep them one runnable line.
+VLLM_OFFLINE_NOTE = (
+    "A quick offline check that the export loads and drafts, same settings (eager mode: no graph capture; "
+    "tests run this line as printed, in vLLM's environment):"
+)
+
+
+def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[str]:
+    """The vLLM serve command and an offline one-liner with the same speculative config. "method" is always
+    written: without it vLLM picks draft_model for any folder whose path lacks "eagle3" and crashes."""
+    spec = json.dumps({"method": method, "model": str(out), "num_speculative_tokens": steps})
+    target = str(Path(target_path).resolve())
+    return [
+        "```bash",
+        f"vllm serve {target} --speculative-config '{spec}'",
+        "```",
+        VLLM_OFFLINE_NOTE,
+        "```bash",
+        "python -c 'from vllm import LLM, SamplingParams; "
+        f'llm = LLM(model="{target}", max_model_len=512, enforce_eager=True, speculative_config={spec}); '
+        'print(llm.generate(["Hello"], SamplingParams(max_tokens=8))[0].outputs[0].text)\'',
+        "```",
+    ]
 
 
 def find_tau(draft_dir: Path | None, meta: dict) -> tuple[float | None, str]:

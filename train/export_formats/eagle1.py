@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from train.export_formats.card import vllm_commands
 from train.export_formats.common import (
     DTYPES,
     ExportError,
@@ -69,10 +70,11 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
         "Also loads in the SafeAILab EAGLE repo (`EaModel.from_pretrained(..., ea_model_path=...)`).",
         "vLLM (`method: eagle`) builds fc without a bias: "
         + (
-            "fc.bias is zero here, so it loads exactly."
+            "fc.bias is zero here, so it loads exactly:"
             if zero_bias
-            else "this head's fc.bias is non-zero, so vLLM would drop it; use SGLang."
+            else "this head's fc.bias is non-zero, so vLLM would drop it; use SGLang. (Not exact:)"
         ),
+        *vllm_commands(target.path, out, "eagle", int(meta.get("speculative_tokens") or 3)),
     ]
 
 

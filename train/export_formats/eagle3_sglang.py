@@ -44,6 +44,11 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
             f"{NAME}: only EAGLE-3 heads (eagle3/scylla) have this layout, not {type(head).__name__}"
         )
     e3.check_representable(head, NAME, target)
+    if head.config.norm_before_residual or head.config.norm_before_fc:
+        raise ExportError(
+            f"{NAME}: norm_before_residual / norm_before_fc (input_norm.weight) have no place in the EAGLE-3 "
+            "checkpoint layout this format writes; export with --format speculators"
+        )
     if head.config.num_layers != 1:
         raise ExportError(
             f"{NAME}: layers.1.* has no place in the EAGLE-3 checkpoint layout (one midlayer); "
@@ -72,7 +77,9 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
         f"    --speculative-draft-model-path {out}",
         "```",
         "The same folder loads in the SafeAILab EAGLE repo (`EaModel.from_pretrained(ea_model_path=...)`).",
-        "For vLLM use the `speculators` export: vLLM reads eagle_aux_hidden_state_layer_ids without SGLang's +1.",
+        "**Not for vLLM**: vLLM loads this folder without error but reads eagle_aux_hidden_state_layer_ids "
+        "without SGLang's +1, so it feeds the draft the wrong target layers (still lossless, lower acceptance). "
+        "For vLLM export with `--format speculators`.",
     ]
 
 
@@ -93,6 +100,9 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
             f"{src}: no eagle_config.eagle_aux_hidden_state_layer_ids; pass --target so the engines' default "
             "capture layers (2, L/2, L-3) can be resolved"
         )
+    e3.check_imported_layers(
+        feature_layers, src, target, "eagle_config.eagle_aux_hidden_state_layer_ids (SGLang numbering, +1)"
+    )
     raw = read_tensors(src)
     draft_vocab = int(c.get("draft_vocab_size") or c["vocab_size"])
     if int(c.get("num_hidden_layers", 1)) != 1:

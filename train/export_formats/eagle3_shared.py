@@ -12,6 +12,9 @@ Facts (read in the loaders, see tests/fixtures/export_formats/*.md):
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from train.export_formats.common import (
@@ -39,6 +42,11 @@ def check_representable(head: Eagle3Head, fmt: str, target: Target) -> None:
             f"{fmt}: fc.weight fuses {len(cfg.feature_layers)} target layers; the engines' fc is "
             "Linear(3 * hidden, hidden): exactly 3 feature_layers are required"
         )
+    if len(set(cfg.feature_layers)) != 3:
+        raise ExportError(
+            f"{fmt}: feature_layers {cfg.feature_layers} repeat a layer; the engines capture each layer once "
+            "(vLLM then hands fc fewer than 3 features and fails), so 3 distinct layers are required"
+        )
     bad = [i for i in cfg.feature_layers if not 1 <= i <= target.num_layers - 1]
     if bad:
         raise ExportError(
@@ -49,6 +57,26 @@ def check_representable(head: Eagle3Head, fmt: str, target: Target) -> None:
         raise ExportError(
             f"{fmt}: head vocab_size {cfg.vocab_size} != target vocab_size {target.config.vocab_size}"
         )
+
+
+def check_imported_layers(ids: list[int], src: object, target: Target | None, what: str) -> None:
+    """An importer that misreads the layer numbering would feed the head other target layers, silently: refuse
+    ids the target cannot capture, and ids that differ from those our own export recorded (draftforge.json)."""
+    if target is not None:
+        bad = [i for i in ids if not 1 <= i <= target.num_layers - 1]
+        if bad:
+            raise ExportError(
+                f"{src}: {what} give hidden_states {bad}, outside 1..{target.num_layers - 1} of the target "
+                f"({target.num_layers} layers): the folder's layer numbering does not match this target"
+            )
+    sidecar = Path(str(src)) / "draftforge.json"
+    if sidecar.is_file():
+        trained = (json.loads(sidecar.read_text()).get("head") or {}).get("feature_layers")
+        if trained is not None and list(trained) != list(ids):
+            raise ExportError(
+                f"{src}: {what} resolve to hidden_states {ids}, but the head was trained on {trained} "
+                "(draftforge.json): the folder's layer numbering was changed or is read in another convention"
+            )
 
 
 def llama_fields(cfg: Eagle3HeadConfig, target: Target, dtype: str) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from train.export_formats.card import vllm_commands
 from train.export_formats.common import DTYPES, ExportError, Target, read_json
 from train.modeling.draft.dense import DenseDraft
 
@@ -40,6 +41,8 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
         f"target = AutoModelForCausalLM.from_pretrained('{target.path}')",
         "target.generate(input_ids, assistant_model=draft, max_new_tokens=64)",
         "```",
+        "vLLM (`method: draft_model`):",
+        *vllm_commands(target.path, out, "draft_model", int(meta.get("speculative_tokens") or 3)),
     ]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from train.export_formats.card import vllm_commands
 from train.export_formats.common import (
     DTYPES,
     ExportError,
@@ -73,6 +74,8 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
         "from medusa.model.medusa_model import MedusaModel",
         f"model = MedusaModel.from_pretrained('{out}')  # base model: config.base_model_name_or_path",
         "```",
+        "vLLM (`method: medusa`, one proposed token per head):",
+        *vllm_commands(target.path, out, "medusa", cfg.num_heads),
     ]
 
 

@@ -88,8 +88,20 @@ class FrozenTarget(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TargetFeatures:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> TargetFeatures:
+        """attention_mask: 2D padding mask, or 4D for packed rows (train/modeling/doc_mask.py) together with
+        position_ids that restart per conversation."""
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+        )
         layers = None
         if self.feature_layers:
             layers = torch.cat([out.hidden_states[i] for i in self.feature_layers], dim=-1)

@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.settings import DraftConfig, StageConfig
 
@@ -30,7 +31,11 @@ class Objective(Protocol):
         features: TargetFeatures,
         loss_mask: torch.Tensor,
         training: bool,
-    ) -> LossOutput: ...
+        packing: Packing | None = None,
+    ) -> LossOutput:
+        """packing: the layout of packed chats (several conversations per row), or None for one per row.
+        With it, no attention and no input shift may cross a conversation, nor a loss span two."""
+        ...
 
 
 class LossSettings(Protocol):

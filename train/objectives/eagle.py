@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from train.losses import divergence_sum, feature_regression_sum, top1_match_sum
+from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput, ObjectiveSettings
 
@@ -19,6 +20,7 @@ class EagleObjective(ObjectiveSettings):
         features: TargetFeatures,
         loss_mask: torch.Tensor,
         training: bool,
+        packing: Packing | None = None,
     ) -> LossOutput:
         # Draft position t reads (token t+1, target feature t) and predicts feature t+1 / token t+2.
         in_embeds = target.embed(input_ids[:, 1:])
@@ -27,9 +29,22 @@ class EagleObjective(ObjectiveSettings):
             # EAGLE's trick: at decode time the head reads its own (imperfect) features; noise prepares it.
             in_feats = in_feats + (torch.rand_like(in_feats) * 2 - 1) * self.noise
         draft_dtype = next(draft.parameters()).dtype
-        out = draft(in_embeds.to(draft_dtype), in_feats.to(draft_dtype))
+        mask = loss_mask[:, 1:].to(in_feats.device, torch.float32)
+        if packing is None:
+            out = draft(in_embeds.to(draft_dtype), in_feats.to(draft_dtype))
+        else:
+            # Draft position t belongs to feature t's conversation; where token t+1 opens the next one, the
+            # position mixes two conversations: it is the last of its own (no one in it attends to it later,
+            # the mask keeps the next one out) and its loss is masked.
+            docs = packing.doc_ids[:, :-1]
+            out = draft(
+                in_embeds.to(draft_dtype),
+                in_feats.to(draft_dtype),
+                position_ids=packing.position_ids[:, :-1],
+                attn_mask=packing.draft_mask(docs),
+            )
+            mask = mask * packing.same_doc(1)
         draft_logits = target.lm_head(out.to(target.dtype))
-        mask = loss_mask[:, 1:].to(out.device, torch.float32)
         true_feats, true_logits = features.hidden[:, 1:], features.logits[:, 1:]
         feat_sum = feature_regression_sum(out, true_feats, mask)
         tok_sum = divergence_sum(draft_logits, true_logits, mask, *self.divergence)

@@ -14,15 +14,20 @@ import torch
 from torch import nn
 
 from train.losses import divergence_per_position
+from train.modeling.doc_mask import Packing, doc_causal_mask
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput, ObjectiveSettings
 
 
-def unrolled_attention_mask(length: int, step: int, device: torch.device) -> torch.Tensor:
-    """(1, 1, L, L*(step+1)) bool: causal over step 0's keys, then the diagonal of each later step."""
-    blocks = [torch.ones(length, length, dtype=torch.bool, device=device).tril()]
-    blocks += [torch.eye(length, dtype=torch.bool, device=device)] * step
-    return torch.cat(blocks, dim=1)[None, None]
+def unrolled_attention_mask(
+    length: int, step: int, device: torch.device, first: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(1, 1, L, L*(step+1)) bool: causal over step 0's keys, then the diagonal of each later step.
+    first: step 0's (B, 1, L, L) mask instead of plain causal (packed chats' block-diagonal one)."""
+    if first is None:
+        first = torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+    eye = torch.eye(length, dtype=torch.bool, device=device).expand(first.shape[0], 1, length, length)
+    return torch.cat([first, *[eye] * step], dim=-1)
 
 
 def _shift(x: torch.Tensor, j: int, fill: float | int = 0) -> torch.Tensor:
@@ -42,6 +47,7 @@ class Eagle3Objective(ObjectiveSettings):
         input_ids: torch.Tensor,
         features: TargetFeatures,
         loss_mask: torch.Tensor,
+        packing: Packing | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per unroll step: (per-position soft CE (B, L), mask (B, L), top-1 match (B, L)), L = T - 1."""
         if features.layers is None:
@@ -52,6 +58,15 @@ class Eagle3Objective(ObjectiveSettings):
         true_logits_full = features.logits[:, 1:]  # position t+1: the distribution of the token after it
         cache = head.new_cache()
         pos = torch.arange(length, device=input_ids.device).expand(input_ids.shape[0], length)
+        first = first_varlen = None
+        if packing is not None:
+            # Position t belongs to feature t's conversation (see objectives/eagle.py); a step whose token
+            # t+1+j lies in the next conversation is masked out of the loss below.
+            pos = packing.position_ids[:, :-1]
+            first = packing.draft_mask(packing.doc_ids[:, :-1])
+            first_varlen = first
+            if not isinstance(first, torch.Tensor):  # varlen runs step 0 only; later steps need a dense mask
+                first = doc_causal_mask(packing.doc_ids[:, :-1])
         results = []
         prev = None
         for j in range(self.steps):
@@ -59,15 +74,23 @@ class Eagle3Objective(ObjectiveSettings):
             emb = target.embed(tokens).to(dtype)
             if j == 0:
                 out = draft(
-                    emb, position_ids=pos, cache=cache, layer_features=features.layers[:, :-1].to(dtype)
+                    emb,
+                    position_ids=pos,
+                    cache=cache,
+                    layer_features=features.layers[:, :-1].to(dtype),
+                    attn_mask=first_varlen,
                 )
             else:
-                mask = unrolled_attention_mask(length, j, input_ids.device)
+                mask = unrolled_attention_mask(length, j, input_ids.device, first)
                 out = draft(emb, prev, position_ids=pos + j, cache=cache, attn_mask=mask)
             logits = head.logits(out)
             true_full = _shift(true_logits_full, j, fill=0.0)
             true_reduced = true_full.index_select(-1, d2t)
             valid = _shift(loss_mask[:, 1:].float(), j, fill=0.0)
+            if packing is not None:
+                same = torch.zeros_like(valid)
+                same[:, : length - j] = packing.same_doc(1 + j).float()
+                valid = valid * same
             ce = divergence_per_position(logits, true_reduced, *self.divergence)
             match = (d2t[logits.argmax(-1)] == true_full.argmax(-1)).float()
             results.append((ce, valid, match))
@@ -82,9 +105,10 @@ class Eagle3Objective(ObjectiveSettings):
         features: TargetFeatures,
         loss_mask: torch.Tensor,
         training: bool,
+        packing: Packing | None = None,
     ) -> LossOutput:
         head = getattr(draft, "module", draft)  # the plain module behind a DeepSpeed engine
-        steps = self.per_position(draft, head, target, input_ids, features, loss_mask)
+        steps = self.per_position(draft, head, target, input_ids, features, loss_mask, packing)
         total = torch.zeros((), device=input_ids.device)
         stats: dict[str, torch.Tensor] = {}
         count0 = steps[0][1].sum()

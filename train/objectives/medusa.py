@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.losses import divergence_per_position
+from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput, ObjectiveSettings
 
@@ -21,6 +22,7 @@ class MedusaObjective(ObjectiveSettings):
         features: TargetFeatures,
         loss_mask: torch.Tensor,
         training: bool,
+        packing: Packing | None = None,
     ) -> LossOutput:
         head = getattr(draft, "module", draft)
         dtype = next(head.parameters()).dtype
@@ -37,6 +39,8 @@ class MedusaObjective(ObjectiveSettings):
             pred = logits[k, :, :span].float()
             target_logits = features.logits[:, k + 1 : k + 1 + span].float()
             valid = loss_mask[:, k + 2 : k + 2 + span].float()
+            if packing is not None:  # target features are per conversation; the label must be in it too
+                valid = valid * packing.same_doc(k + 2)
             soft = divergence_per_position(pred, target_logits, *self.divergence)
             per_pos = self.token_weight * soft
             if self.data_ce_weight:  # a full-vocabulary pass per head: skipped when it has no weight

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.modeling.doc_mask import VarlenMask
 from train.modeling.draft.layers import DecoderLayer, KVCache
 
 
@@ -75,7 +76,7 @@ class EagleHead(nn.Module):
         features: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
     ) -> torch.Tensor:
         b, t, _ = input_embeds.shape
         if position_ids is None:

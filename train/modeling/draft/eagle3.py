@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.modeling.doc_mask import VarlenMask
 from train.modeling.draft.layers import Attention, DecoderLayer, GatedMLP, KVCache, RMSNorm
 
 
@@ -43,6 +44,11 @@ class Eagle3HeadConfig:
     # q/k/v read the 2H concatenation directly and its residual is the raw feature. The two are not
     # convertible into each other, so a head meant for SGLang/vLLM must be trained (or imported) in this one.
     layout: str = "draftforge"
+    # speculators/vLLM switches (their trainer's defaults are true; EAGLE-3's own checkpoints use false):
+    # norm_before_residual: layer 0's residual is hidden_norm(feature) instead of the raw feature (eagle3 layout);
+    # norm_before_fc: one RMSNorm (input_norm) over the fused n*H target features before fc.
+    norm_before_residual: bool = False
+    norm_before_fc: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +56,8 @@ class Eagle3HeadConfig:
 
 class Eagle3FirstLayer(nn.Module):
     """Layer 0 of the "eagle3" layout: attention over cat(input_layernorm(embedding), hidden_norm(feature)),
-    residual = the un-normed feature (EAGLE-3's norm-after-residual; speculators' norm_before_residual=False)."""
+    residual = the un-normed feature (EAGLE-3's norm-after-residual; speculators' norm_before_residual=False),
+    or the normed one when config.norm_before_residual (vLLM llama_eagle3.py _norm_before_residual)."""
 
     def __init__(self, c: Eagle3HeadConfig) -> None:
         super().__init__()
@@ -72,6 +79,7 @@ class Eagle3FirstLayer(nn.Module):
         self.self_attn.v_proj = nn.Linear(2 * h, c.num_kv_heads * c.head_dim, bias=False)
         self.post_attention_layernorm = RMSNorm(h, c.rms_norm_eps)
         self.mlp = GatedMLP(h, c.intermediate_size)
+        self.norm_before_residual = c.norm_before_residual
 
     def forward(
         self,
@@ -80,9 +88,12 @@ class Eagle3FirstLayer(nn.Module):
         position_ids: torch.Tensor,
         cache: KVCache | None = None,
         layer_idx: int = 0,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
     ) -> torch.Tensor:
-        fused = torch.cat([self.input_layernorm(embeds), self.hidden_norm(x)], dim=-1)
+        normed = self.hidden_norm(x)
+        if self.norm_before_residual:
+            x = normed
+        fused = torch.cat([self.input_layernorm(embeds), normed], dim=-1)
         x = x + self.self_attn(fused, position_ids, cache, layer_idx, attn_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -96,6 +107,9 @@ class Eagle3Head(nn.Module):
         h = config.hidden_size
         n_fused = max(1, len(config.feature_layers))
         self.fc = nn.Linear(n_fused * h, h, bias=False)  # fused target layers -> one feature
+        if config.norm_before_residual and config.layout != "eagle3":
+            raise ValueError("Eagle3HeadConfig.norm_before_residual needs layout='eagle3' (its layer 0)")
+        self.input_norm = RMSNorm(n_fused * h, config.rms_norm_eps) if config.norm_before_fc else None
         if config.layout not in ("draftforge", "eagle3"):
             raise ValueError(f"Eagle3HeadConfig.layout={config.layout!r}: expected 'draftforge' or 'eagle3'")
         self.eagle3_layout = config.layout == "eagle3"
@@ -127,19 +141,25 @@ class Eagle3Head(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(len(self.layers))
 
+    def fuse(self, layer_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_fused * H) concatenated target layers -> (B, T, H) step-0 feature."""
+        if self.input_norm is not None:
+            layer_features = self.input_norm(layer_features)
+        return self.fc(layer_features)
+
     def forward(
         self,
         input_embeds: torch.Tensor,
         features: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
         layer_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """features: (B, T, H), the head's own previous output; or layer_features: (B, T, n*H) target layers,
         fused here (inside forward, so ZeRO-3 gathers fc's weights like every other parameter)."""
         if layer_features is not None:
-            features = self.fc(layer_features)
+            features = self.fuse(layer_features)
         if features is None:
             raise ValueError("Eagle3Head needs features or layer_features")
         b, t, _ = input_embeds.shape

@@ -16,6 +16,8 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from train.modeling.doc_mask import VarlenMask
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
@@ -153,9 +155,10 @@ class Attention(nn.Module):
         position_ids: torch.Tensor,
         cache: KVCache | None = None,
         layer_idx: int = 0,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
     ) -> torch.Tensor:
-        """attn_mask: None means causal over (cache + new); otherwise a bool mask (B or 1, 1, T_new, T_total)."""
+        """attn_mask: None means causal over (cache + new); a bool mask (B or 1, 1, T_new, T_total); or a
+        VarlenMask: causal within each packed conversation, run by flash-attn's varlen kernel (CUDA)."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -165,7 +168,13 @@ class Attention(nn.Module):
         past = 0
         if cache is not None:
             past = cache.layer_length(layer_idx)
-            k, v = cache.update(layer_idx, k, v)
+            k, v = cache.update(layer_idx, k, v)  # kept at n_kv_heads: EAGLE-3's unrolled steps read them
+        if isinstance(attn_mask, VarlenMask):
+            if past:
+                raise ValueError(
+                    "a varlen (packed) mask covers a whole training row: the cache must be empty"
+                )
+            return self.o_proj(_flash_varlen(q, k, v, attn_mask).reshape(b, t, -1))
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -178,6 +187,21 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: VarlenMask) -> torch.Tensor:
+    """(B, H, T, D) q/k/v -> (B, T, H, D): causal attention within each segment of the flattened tokens.
+    flash-attn handles grouped kv heads itself, so k/v keep their n_kv_heads."""
+    from flash_attn import flash_attn_varlen_func  # CUDA only: imported where it is used
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3])
+
+    out = flash_attn_varlen_func(
+        flat(q), flat(k), flat(v), mask.cu_seqlens, mask.cu_seqlens, mask.max_seqlen, mask.max_seqlen,
+        causal=True,
+    )  # fmt: skip
+    return out.view(q.shape[0], q.shape[2], q.shape[1], q.shape[3])
 
 
 class GatedMLP(nn.Module):
@@ -220,7 +244,7 @@ class DecoderLayer(nn.Module):
         position_ids: torch.Tensor,
         cache: KVCache | None = None,
         layer_idx: int = 0,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | VarlenMask | None = None,
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), position_ids, cache, layer_idx, attn_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
