@@ -4,6 +4,7 @@ conversation's losses are those it has alone in a row."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,14 +99,18 @@ def features_at(f: TargetFeatures, keep: torch.Tensor) -> list[torch.Tensor]:
     return [x[keep] for x in (f.hidden, f.logits, f.layers) if x is not None]
 
 
+def draft_and_objective(draft: str, target: FrozenTarget, tmp_path: Path) -> tuple[torch.nn.Module, Any]:
+    """The same seeded draft head and its objective for both packed-chat loss tests."""
+    cfg = config(tmp_path, f"draft={draft}", *DRAFTS[draft])
+    torch.manual_seed(0)
+    return build_draft(cfg, target).eval(), objective_for(cfg)
+
+
 @pytest.mark.parametrize("draft", list(DRAFTS))
 def test_a_conversation_changes_nothing_for_the_others(
     draft: str, target: FrozenTarget, tmp_path: Path
 ) -> None:
-    cfg = config(tmp_path, f"draft={draft}", *DRAFTS[draft])
-    torch.manual_seed(0)
-    head = build_draft(cfg, target).eval()
-    objective = objective_for(cfg)
+    head, objective = draft_and_objective(draft, target, tmp_path)
     ids, mask, docs = pack_chats(*conversations(), pad_id=0)
     assert ids.shape[0] >= 2 and int(docs.max()) >= 2  # several rows, several chats in a row
     ids = ids.long()
@@ -136,10 +141,7 @@ def test_a_conversation_changes_nothing_for_the_others(
 def test_packed_losses_equal_each_conversation_alone(
     draft: str, target: FrozenTarget, tmp_path: Path
 ) -> None:
-    cfg = config(tmp_path, f"draft={draft}", *DRAFTS[draft])
-    torch.manual_seed(0)
-    head = build_draft(cfg, target).eval()
-    objective = objective_for(cfg)
+    head, objective = draft_and_objective(draft, target, tmp_path)
     alone_ids, alone_mask = conversations()
     ids, mask, docs = pack_chats(alone_ids, alone_mask, pad_id=0)
     ids = ids.long()
