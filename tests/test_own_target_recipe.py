@@ -9,9 +9,7 @@ conf/experiment/base/tiny.yaml), which scales the recipe's budgets down to a smo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from data.fingerprint import tokenizer_fingerprint
 from data.paths import REPO_ROOT, target_key
 from data.target_io import load_tokenizer
 from tests.own_target import build_own_target
+from tests.readme_blocks import section_commands, shell_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +26,14 @@ pytestmark = pytest.mark.integration
 def test_scylla_tiny_runs_on_an_unshipped_target_with_one_override(tmp_path: Path) -> None:
     target = build_own_target(tmp_path / "my-target")
     regenerated = REPO_ROOT / "outputs" / "regenerated" / f"{target_key(str(target), None)}-dialogues.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DRAFTFORGE_BUDGET_SCALE": "0.01"}
+    env = shell_env(DRAFTFORGE_BUDGET_SCALE="0.01")
     try:
+        # The README's line, as printed; only MY_TARGET (which it names) and the budget scale are set.
+        command = section_commands("### Your own target, by one override")[0]
+        assert command == "python -m train.pipeline experiment=scylla-tiny target.name_or_path=$MY_TARGET"
         proc = subprocess.run(
-            [sys.executable, "-m", "train.pipeline", "experiment=scylla-tiny", f"target.name_or_path={target}"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+            ["bash", "-c", command], cwd=tmp_path, env={**env, "MY_TARGET": str(target)},
+            capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         assert regenerated.is_file()  # keyed by this target: never the shipped tiny-llama's answers

@@ -1,0 +1,29 @@
+"""The shell commands the README prints, read from the README itself so tests run them as printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from data.paths import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+
+
+def section_commands(heading: str) -> list[str]:
+    """Commands in the first ```bash block under `heading`: comments dropped, `\\` continuations joined."""
+    text = README.read_text()
+    start = text.index(heading)
+    block = re.search(r"```bash\n(.*?)```", text[start:], re.S)
+    assert block, f"no ```bash block under {heading!r} in {README}"
+    joined = block.group(1).replace("\\\n", " ")
+    return [
+        " ".join(line.split()) for line in joined.splitlines() if line.strip() and not line.startswith("#")
+    ]
+
+
+def shell_env(**extra: str) -> dict[str, str]:
+    """The environment a printed command runs in: `python` is this interpreter, the repo's packages first."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "PYTHONPATH": str(REPO_ROOT), **extra}
