@@ -30,15 +30,19 @@ def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Samplin
     """k tokens in a line: argmax when greedy, else drawn from the draft's own (temperature, top-p)
     distribution, which is recorded as q for the acceptance test."""
     b, dev = root_logits.shape[0], root_logits.device
-    logits, toks, qs = root_logits, [], []
+    logits, toks, qs, scores = root_logits, [], [], []
+    path = torch.zeros(b, device=dev)
     for d in range(1, k + 1):
         if sampling.greedy:
-            tok = logits.argmax(-1)
+            step_logp, tok = torch.log_softmax(logits.float(), -1).max(-1)
         else:
             q = sampling.probs(logits)
             tok = sample(q, gen)
             qs.append(q)
+            step_logp = q.gather(-1, tok[:, None])[:, 0].log()
+        path = path + step_logp.clamp(max=MAX_LOGP)
         toks.append(tok)
+        scores.append(path)
         if d < k:
             parent = torch.full((b, 1), d - 2, dtype=torch.long, device=dev)
             visible = torch.ones(b, 1, d, dtype=torch.bool, device=dev)  # every earlier node is an ancestor
@@ -49,6 +53,7 @@ def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Samplin
         parents=(ar - 1).expand(b, k).clone(),
         depths=(ar + 1).expand(b, k).clone(),
         q=torch.stack(qs, 1) if qs else None,
+        scores=torch.stack(scores, 1),
     )
 
 
@@ -97,7 +102,9 @@ def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, b
         front_score, n_all = c_score, n_all + k * topk
     all_score = torch.cat(scores, 1)
     keep = all_score.topk(min(budget, n_all), dim=-1).indices.sort(-1).values  # ids ascend: parents first
-    return _subtree(keep, torch.cat(toks, 1), torch.cat(parents, 1), torch.cat(depths, 1))
+    tree = _subtree(keep, torch.cat(toks, 1), torch.cat(parents, 1), torch.cat(depths, 1))
+    tree.scores = all_score.gather(1, keep)
+    return tree
 
 
 def _subtree(
