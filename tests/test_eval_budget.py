@@ -9,6 +9,8 @@ second copy of the target itself loaded through `load_dense`, so tokens are acce
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,6 +22,8 @@ from eval.drafters.dense import DenseDrafter, load_dense
 from eval.drafters.eagle import EagleDrafter, random_eagle_head
 from eval.drafters.trees import dynamic_tree
 from eval.engine import Engine
+from eval.laws.batch import main, rows_from_eval_dirs
+from eval.report import write_results
 from train.modeling.target import FrozenTarget, TargetConfig
 
 TEXTS = ["The json module can serialize Python objects", "def read(path):", "Lists are", "A class",
@@ -116,3 +120,21 @@ def test_tau_falls_with_batch_size_under_a_tight_budget(target, prompts, self_dr
     taus = [tau(run(target, self_draft, tight, prompts, bs)) for bs in (1, 2, 4, 8)]
     assert all(a > b for a, b in zip(taus, taus[1:], strict=False)), taus
     assert taus[0] <= free[0] and taus[-1] < 0.6 * free[0]
+
+
+def test_batch_table_names_budgeted_runs_and_keeps_them_out_of_best(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    def run_dir(name: str, speedups: dict[int, float], taus: dict[int, float], budget: int | None) -> Path:
+        by_bs = {b: {"all": {"tau": taus[b], "speedup": s, "draft_ms": 1.0, "verify_ms": 2.0,
+                             "baseline_step_ms": 1.5}} for b, s in speedups.items()}  # fmt: skip
+        write_results(tmp_path / name, by_bs[1], by_bs, {"config": {"tree": {"batch_budget": budget}}})
+        return tmp_path / name
+
+    (tmp_path / "free").mkdir(), (tmp_path / "capped").mkdir()
+    free = run_dir("free", {1: 1.6, 8: 1.2}, {1: 3.0, 8: 3.0}, None)
+    capped = run_dir("capped", {1: 1.7, 8: 1.3}, {1: 2.9, 8: 1.4}, 16)
+    rows = rows_from_eval_dirs({"tree": free, "tree-capped": capped})
+    assert [r["best_shape"] for r in rows] == ["tree", "tree"]  # a budgeted run never wins "best"
+    assert rows[1]["shapes"]["tree-capped@b16"]["tau"] == 1.4
+    main([f"tree={free}", f"tree={capped}"])  # the same shape name twice: the budget tells them apart
+    out = capsys.readouterr().out
+    assert "tree@b16" in out and "1.20 (3.00)" in out and "1.30 (1.40)" in out
