@@ -85,7 +85,8 @@ def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, b
     for d in range(2, depth + 1):
         e = (d - 2) * k  # nodes expanded before this level
         s, j = front_score.topk(k, dim=-1)
-        expanded.append(j)
+        # Node ids: level 1 is 0..topk-1, level d >= 2 the `wide` ids from topk + (d - 2) * wide.
+        expanded.append(j + (0 if d == 2 else topk + (d - 3) * wide))
         if e:  # candidate j of the level above is a child of that level's expanded node j // topk
             up = torch.div(j, topk, rounding_mode="floor")
             par_e = up + (e - k)
@@ -95,36 +96,19 @@ def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, b
         front_score, front_tok = (c_score + s[..., None]).flatten(1), c_tok.flatten(1)
         scores.append(front_score)
         toks.append(front_tok)
-    all_score, all_tok = torch.cat(scores, 1), torch.cat(toks, 1)
+    all_score = torch.cat(scores, 1)
     keep = all_score.topk(min(budget, all_score.shape[1]), dim=-1).indices.sort(-1).values  # parents first
-    # Node ids: level 1 is 0..topk-1; level d >= 2 is `wide` ids from topk + (d - 2) * wide, and candidate c
-    # there is the child of that level's expanded node c // topk, i.e. of the node `expanded[d-2][c // topk]`
-    # of the level above (whose ids start at `lo`).
-    lo = torch.tensor([0] + [topk + i * wide for i in range(depth - 2)], device=dev)
+    # Node id n >= topk is the child of expanded node number (n - topk) // topk (in expansion order).
+    up = torch.div(keep - topk, topk, rounding_mode="floor")
+    deep = keep >= topk
     if expanded:
-        exp_ids = (torch.stack(expanded, 1) + lo[:, None]).flatten(1)  # (B, n_exp) ids of expanded nodes
-        parents = torch.cat([torch.full((b, topk), -1, device=dev, dtype=torch.long),
-                             exp_ids.repeat_interleave(topk, dim=1)], 1)  # fmt: skip
+        parents = torch.cat(expanded, 1).gather(1, up.clamp(min=0)).masked_fill_(~deep, -1)
     else:
-        parents = torch.full((b, topk), -1, device=dev, dtype=torch.long)
-    depths = torch.where(keep < topk, 1, 2 + torch.div(keep - topk, wide, rounding_mode="floor"))
-    tree = _subtree(keep, all_tok, parents, depths)
-    tree.scores = all_score.gather(1, keep)
-    return tree
-
-
-def _subtree(
-    keep: torch.Tensor, toks: torch.Tensor, parents: torch.Tensor, depths: torch.Tensor
-) -> DraftTree:
-    """Nodes `keep` (ascending ids, closed under parent: a child's score is strictly below its parent's,
-    see MAX_LOGP, so reranking by score keeps parents) of a larger tree, with parents renumbered; `depths`
-    are the kept nodes' own."""
-    b, n = keep.shape
-    where = torch.full_like(toks, -1)
-    where.scatter_(1, keep, torch.arange(n, device=keep.device).expand(b, n))
-    par = parents.gather(1, keep)
-    new_par = torch.where(par >= 0, where.gather(1, par.clamp(min=0)), par)
-    return DraftTree(toks.gather(1, keep), new_par, depths)
+        parents = torch.full_like(keep, -1)
+    # Parents are kept and `keep` ascends, so a parent's new index is its rank in `keep`.
+    new_par = torch.searchsorted(keep, parents).masked_fill_(~deep, -1)
+    depths = torch.where(deep, 2 + torch.div(keep - topk, wide, rounding_mode="floor"), 1)
+    return DraftTree(torch.cat(toks, 1).gather(1, keep), new_par, depths, scores=all_score.gather(1, keep))
 
 
 def static_tree(candidates: torch.Tensor, paths: Sequence[Sequence[int]]) -> DraftTree:
