@@ -9,6 +9,7 @@ second copy of the target itself loaded through `load_dense`, so tokens are acce
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,7 @@ def test_budgeted_greedy_equals_target_greedy(
 ) -> None:  # noqa: ANN001
     base = CHAIN if shape == "chain" else TREE
     for budget in (1, 5):
-        settings = DraftSettings(**{**base.__dict__, "batch_budget": budget})
+        settings = dataclasses.replace(base, batch_budget=budget)
         torch.manual_seed(0)
         eagle = EagleDrafter(random_eagle_head(target).eval(), target)
         assert [r.tokens for r in run(target, eagle, settings, prompts, bs)] == greedy
@@ -116,7 +117,7 @@ def test_budgeted_greedy_equals_target_greedy(
 def test_tau_falls_with_batch_size_under_a_tight_budget(target, prompts, self_draft) -> None:  # noqa: ANN001
     free = [tau(run(target, self_draft, TREE, prompts, bs)) for bs in (1, 8)]
     assert free[0] == pytest.approx(free[1]) and free[0] > 2.0  # exact verification: batch-invariant
-    tight = DraftSettings(**{**TREE.__dict__, "batch_budget": 4})
+    tight = dataclasses.replace(TREE, batch_budget=4)
     taus = [tau(run(target, self_draft, tight, prompts, bs)) for bs in (1, 2, 4, 8)]
     assert all(a > b for a, b in zip(taus, taus[1:], strict=False)), taus
     assert taus[0] <= free[0] and taus[-1] < 0.6 * free[0]
