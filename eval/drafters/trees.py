@@ -105,7 +105,8 @@ def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, b
         parents = torch.cat(expanded, 1).gather(1, up.clamp(min=0)).masked_fill_(~deep, -1)
     else:
         parents = torch.full_like(keep, -1)
-    # Parents are kept and `keep` ascends, so a parent's new index is its rank in `keep`.
+    # A child scores strictly below its parent (MAX_LOGP), so the kept set holds every kept node's parent;
+    # `keep` ascends, so a parent's new index is its rank in `keep`.
     new_par = torch.searchsorted(keep, parents).masked_fill_(~deep, -1)
     depths = torch.where(deep, 2 + torch.div(keep - topk, wide, rounding_mode="floor"), 1)
     return DraftTree(torch.cat(toks, 1).gather(1, keep), new_par, depths, scores=all_score.gather(1, keep))
