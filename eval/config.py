@@ -66,10 +66,15 @@ class TreeConfig:
     depth: int = 5  # levels below the root = draft forwards per step
     topk: int = 4  # children per expanded node, and nodes expanded per level
     budget: int = 24  # drafted nodes the target verifies per step (plus the root)
+    # Serving policy (eval.budget): drafted nodes verified per target forward for the WHOLE batch, shared by
+    # its rows by path probability (each row's root on top); chains too. null = each row verifies its own.
+    batch_budget: int | None = None
 
     def __post_init__(self) -> None:
         if min(self.depth, self.topk, self.budget) < 1:
             raise ValueError(f"tree: depth, topk and budget must be >= 1, got {self}")
+        if self.batch_budget is not None and self.batch_budget < 1:
+            raise ValueError(f"tree.batch_budget={self.batch_budget}: must be >= 1 (null = no shared budget)")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from eval.budget import share_budget
 from eval.drafters.base import CHAIN, Drafter, DraftSettings
 from eval.drafters.trees import is_chain, tree_visibility
 from eval.kv import Slots, additive, block_positions, causal_block, gather_tail, select_rows
@@ -175,6 +176,8 @@ class Engine:
         ta = self.clock()
         root = torch.tensor([rows[i].tokens[-1] for i in active], device=dev)
         tree = self.drafter.propose(root, self.settings, gen)
+        if self.settings.batch_budget is not None:  # the rows share one cap on drafted tokens (eval.budget)
+            tree = share_budget(tree, self.settings.batch_budget)  # timed with drafting: it shapes the draft
         tb = self.clock()
         block = torch.cat([root[:, None], tree.tokens], 1)
         chain = tree.size == 0 or self.settings.mode == CHAIN or is_chain(tree.parents)
@@ -207,12 +210,12 @@ class Engine:
         else:
             idx = keep[..., None].expand(-1, -1, feats.shape[-1])
             self.drafter.observe(block.gather(1, keep), feats.gather(1, idx), kept)
-        tokens = tree.tokens.tolist()
+        tokens, drafted = tree.tokens.tolist(), tree.counts()
         for j, (i, w) in enumerate(zip(active, walks, strict=True)):
             row = rows[i]
             row.accepted.append(len(w.path))
             row.reached.append(w.reached)
-            row.drafted.append(tree.size)
+            row.drafted.append(drafted[j])
             row.emitted.append(
                 _append(row, [tokens[j][c] for c in w.path] + [w.token], self.eos, max_new_tokens)
             )

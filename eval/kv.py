@@ -105,6 +105,13 @@ class Slots:
         parts = [past] + ([pending] if pending is not None else []) + [block | eye]
         return torch.cat(parts, dim=2)[:, None]
 
+    def nodes_mask(self, visible: torch.Tensor) -> torch.Tensor:
+        """Bool mask (B, 1, K, S + E + K) for K drafted nodes: each sees the row's valid slots, then through
+        `visible` (B, K, E + K) its ancestors among the E nodes drafted before it and itself (the tree
+        search sets the diagonal, so no query is left with nothing to attend to). One copy per level."""
+        b, k, _ = visible.shape
+        return torch.cat([self.valid[:, None, :].expand(b, k, self.size), visible], dim=2)[:, None]
+
     def append(self, valid: torch.Tensor, all_valid: bool = False) -> None:
         """Commit (B, M) new slots (in the cache already), `valid` marking the real ones (`all_valid`: the
         caller knows every entry is True, so `dense` stays known without a device sync)."""

@@ -152,7 +152,7 @@ def evaluate(
     prompt_set = load_prompts(cfg.prompts, target.tokenizer)
     sampling = Sampling(cfg.temperature, cfg.top_p)
     t = cfg.tree
-    settings = DraftSettings(cfg.mode, cfg.draft_length, t.depth, t.topk, t.budget, sampling)
+    settings = DraftSettings(cfg.mode, cfg.draft_length, t.depth, t.topk, t.budget, sampling, t.batch_budget)
     eos = eos_token_ids(target.model, target.tokenizer)
     spec, base = Engine(target, drafter, settings, eos, verifier), Engine(target, NoDrafter(), settings, eos)
     # Warm-up (not measured): the first forwards of a process pay for allocations and kernel selection.
@@ -168,6 +168,8 @@ def evaluate(
         verdict = f"NO, {len(mismatches)} decodes differ" if mismatches else "yes, every output equals greedy"
     shape = (f"chain, k={cfg.draft_length}" if cfg.mode == "chain"
              else f"tree, depth={t.depth} topk={t.topk} budget={t.budget}")  # fmt: skip
+    if t.batch_budget is not None:
+        shape += f", at most {t.batch_budget} drafted tokens per target forward shared by the batch"
     header = {
         "target": f"{target.name_or_path} ({cfg.target.family or 'unknown family'}, {cfg.target.dtype})",
         "draft": f"{cfg.draft_path} ({draft_meta.get('architecture')})",

@@ -29,11 +29,13 @@ class Walk:
     reached: int  # draft positions (depths) the walk tested: len(path), +1 when the last node had children
 
 
-def _children(parents: list[int]) -> list[list[int]]:
-    """children[0] = the root's, children[i + 1] = node i's, in node order (the drafter's ranking)."""
+def _children(parents: list[int], valid: list[bool] | None = None) -> list[list[int]]:
+    """children[0] = the root's, children[i + 1] = node i's, in node order (the drafter's ranking).
+    Padding nodes (valid False, see `DraftTree.valid`) are nobody's children: never tried, never accepted."""
     kids: list[list[int]] = [[] for _ in range(len(parents) + 1)]
     for i, p in enumerate(parents):
-        kids[p + 1].append(i)
+        if valid is None or valid[i]:
+            kids[p + 1].append(i)
     return kids
 
 
@@ -44,15 +46,13 @@ class TreeVerifier:
     def __call__(self, tree: DraftTree, logits: torch.Tensor, gen: torch.Generator | None) -> list[Walk]:
         """logits (B, 1 + N, V): the target's output at [root, node 0, ..., node N-1]."""
         tokens, parents = tree.tokens.tolist(), tree.parents.tolist()
+        valid = [None] * len(tokens) if tree.valid is None else tree.valid.tolist()
+        kids = [_children(p, v) for p, v in zip(parents, valid, strict=True)]
         if self.sampling.greedy:
             argmax = logits.argmax(-1).tolist()
-            return [
-                self.greedy_walk(t, _children(p), a) for t, p, a in zip(tokens, parents, argmax, strict=True)
-            ]
+            return [self.greedy_walk(t, k, a) for t, k, a in zip(tokens, kids, argmax, strict=True)]
         return [
-            self.sample_walk(
-                tokens[b], _children(parents[b]), logits[b], None if tree.q is None else tree.q[b], gen
-            )
+            self.sample_walk(tokens[b], kids[b], logits[b], None if tree.q is None else tree.q[b], gen)
             for b in range(len(tokens))
         ]
 

@@ -37,6 +37,9 @@ class DraftSettings:
     topk: int = 4  # tree: children per expanded node and nodes expanded per level (EAGLE-2's top_k)
     budget: int = 24  # tree: nodes kept after reranking by path probability (target verifies budget + 1)
     sampling: Sampling = Sampling()  # a chain at temperature > 0 samples from the draft's distribution
+    # Drafted nodes the target verifies per forward for the whole batch (eval.budget); None = every row
+    # verifies its whole chain or tree.
+    batch_budget: int | None = None
 
 
 @dataclass
@@ -54,10 +57,22 @@ class DraftTree:
     # (sampling without replacement renormalises). None: proposals are deterministic (argmax / top-k),
     # which verification treats as a point mass.
     q: torch.Tensor | None = None
+    # (B, N) float: each node's path log-probability under the draft (the sum over its root-to-node path),
+    # strictly below its parent's; what a shared budget ranks nodes across rows by. None: rank by depth.
+    scores: torch.Tensor | None = None
+    # (B, N) bool: False marks padding of a row with fewer nodes (a ragged batch, see eval.budget); such a
+    # node has parent -1 and depth 1, is never anyone's parent, and verification never accepts it.
+    valid: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return self.tokens.shape[1]
+
+    def counts(self) -> list[int]:
+        """Real (non-padding) nodes per row."""
+        if self.valid is None:
+            return [self.size] * self.tokens.shape[0]
+        return self.valid.sum(1).tolist()
 
     @classmethod
     def empty(cls, batch: int, device: torch.device) -> DraftTree:

@@ -72,17 +72,15 @@ class DenseDrafter:
         logits = self._run(toks, mask, block_positions(self.slots, valid), keep=1)
         self.slots.append(valid, all_valid=dense)
         self.pend, self.pend_valid, self.root_in_cache = toks[:, :0], valid[:, :0], True
-        committed, expanded = self.slots.size, [0]
+        committed = self.slots.size
 
         def step(
             tokens: torch.Tensor, parent: torch.Tensor, visible: torch.Tensor, depth: int
         ) -> torch.Tensor:
             b, k = tokens.shape
-            e = expanded[0]
             # A chain node sees every slot and every earlier node: causal, no mask needed.
             chained = settings.mode == CHAIN and self.slots.dense
-            mask = None if chained else self.slots.mask(visible[:, :, e:], pending=visible[:, :, :e])
-            expanded[0] += k
+            mask = None if chained else self.slots.nodes_mask(visible)
             return self._run(tokens, mask, (self.slots.lengths[:, None] + depth - 1).expand(b, k))
 
         if settings.mode == CHAIN:

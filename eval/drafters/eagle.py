@@ -72,8 +72,7 @@ class EagleDrafter:
             b, k = tokens.shape
             outs = torch.cat(node_out, 1)
             parent_feat = outs.gather(1, (parent + 1)[..., None].expand(b, k, outs.shape[-1]))
-            e = outs.shape[1] - 1
-            mask = self.slots.mask(visible[:, :, e:], pending=visible[:, :, :e])
+            mask = self.slots.nodes_mask(visible)
             pos = (self.slots.lengths[:, None] + depth - 1).expand(b, k)
             pred = self._run(tokens, parent_feat, mask, pos)
             node_out.append(pred)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from eval.drafters.base import CHAIN, DraftSettings, DraftTree
-from eval.drafters.trees import dynamic_tree
+from eval.drafters.trees import MAX_LOGP, dynamic_tree
 from train.modeling.target import FrozenTarget
 
 
@@ -42,12 +42,16 @@ class MedusaDrafter:
             k = min(settings.draft_length, k_heads)
             sampling = settings.sampling
             if sampling.greedy:
-                tokens, q = logits[:, :k].argmax(-1), None
+                step_logp, tokens = torch.log_softmax(logits[:, :k].float(), -1).max(-1)
+                q = None
             else:
                 q = sampling.probs(logits[:, :k])
                 tokens = torch.multinomial(q.flatten(0, 1), 1, generator=gen).view(b, k)
+                step_logp = q.gather(-1, tokens[..., None])[..., 0].log()
             ar = torch.arange(k, device=root.device)
-            return DraftTree(tokens, (ar - 1).expand(b, k).clone(), (ar + 1).expand(b, k).clone(), q)
+            scores = step_logp.clamp(max=MAX_LOGP).cumsum(1)  # a path's log-probability, as in draft_chain
+            parents, depths = (ar - 1).expand(b, k).clone(), (ar + 1).expand(b, k).clone()
+            return DraftTree(tokens, parents, depths, q, scores)
 
         def children(
             tokens: torch.Tensor, parent: torch.Tensor, visible: torch.Tensor, depth: int

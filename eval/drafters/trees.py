@@ -30,15 +30,19 @@ def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Samplin
     """k tokens in a line: argmax when greedy, else drawn from the draft's own (temperature, top-p)
     distribution, which is recorded as q for the acceptance test."""
     b, dev = root_logits.shape[0], root_logits.device
-    logits, toks, qs = root_logits, [], []
+    logits, toks, qs, scores = root_logits, [], [], []
+    path = torch.zeros(b, device=dev)
     for d in range(1, k + 1):
         if sampling.greedy:
-            tok = logits.argmax(-1)
+            step_logp, tok = torch.log_softmax(logits.float(), -1).max(-1)
         else:
             q = sampling.probs(logits)
             tok = sample(q, gen)
             qs.append(q)
+            step_logp = q.gather(-1, tok[:, None])[:, 0].log()
+        path = path + step_logp.clamp(max=MAX_LOGP)
         toks.append(tok)
+        scores.append(path)
         if d < k:
             parent = torch.full((b, 1), d - 2, dtype=torch.long, device=dev)
             visible = torch.ones(b, 1, d, dtype=torch.bool, device=dev)  # every earlier node is an ancestor
@@ -49,69 +53,63 @@ def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Samplin
         parents=(ar - 1).expand(b, k).clone(),
         depths=(ar + 1).expand(b, k).clone(),
         q=torch.stack(qs, 1) if qs else None,
+        scores=torch.stack(scores, 1),
     )
+
+
+def _top_children(logits: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, tokens) of the `topk` most likely next tokens, the log-probabilities capped at
+    MAX_LOGP (only the k picked values are capped, not the whole vocabulary)."""
+    val, tok = torch.log_softmax(logits.float(), -1).topk(topk, dim=-1)
+    return val.clamp(max=MAX_LOGP), tok
 
 
 def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, budget: int) -> DraftTree:
     """EAGLE-2: at each level expand the `topk` nodes with the highest path probability (product of the
     draft's probabilities from the root), give each its `topk` most likely children, and finally keep the
-    `budget` nodes of highest path probability over all levels. One draft forward per level."""
+    `budget` nodes of highest path probability over all levels. One draft forward per level.
+
+    Every level's shape is fixed (level 1: topk nodes; each later level: topk * topk candidates, the children
+    of the topk nodes expanded from the level above), so a node's id, level and parent follow from the
+    top-k indices by arithmetic: a handful of batched tensor ops per level, no per-node Python, no lookups,
+    no device syncs, and the ancestor table is allocated once."""
     b, dev = root_logits.shape[0], root_logits.device
-    logp = torch.log_softmax(root_logits.float(), -1).clamp(max=MAX_LOGP)
-    score, tok = logp.topk(topk, dim=-1)
-    toks, scores = [tok], [score]
-    parents = [torch.full_like(tok, -1)]
-    depths = [torch.ones_like(tok)]
-    n_all = topk
-    front, front_score = torch.arange(topk, device=dev).expand(b, topk), score
-    expanded = torch.zeros(b, 0, dtype=torch.long, device=dev)  # all-node id of each expanded node
-    anc = torch.zeros(b, 0, 0, dtype=torch.bool, device=dev)  # among expanded nodes: ancestor-or-self
+    k, wide = topk, topk * topk  # nodes expanded per level; candidates per level after the first
+    # Among the expanded nodes (k per level, in order): anc[:, i, j] = node j is node i or its ancestor. The
+    # identity is every node's "itself"; each level fills its rows' ancestors from its parents' rows.
+    n_exp = (depth - 1) * k
+    anc = torch.eye(n_exp, dtype=torch.bool, device=dev).expand(b, n_exp, n_exp).clone()
+    front_score, front_tok = _top_children(root_logits, topk)  # the newest level's nodes
+    scores, toks, expanded = [front_score], [front_tok], []
+    par_e = torch.full((b, k), -1, dtype=torch.long, device=dev)  # parents among expanded nodes (-1: root)
     for d in range(2, depth + 1):
-        k = min(topk, front.shape[1])
+        e = (d - 2) * k  # nodes expanded before this level
         s, j = front_score.topk(k, dim=-1)
-        node = front.gather(1, j)  # (B, k) all-node ids to expand now
-        all_tok, all_par = torch.cat(toks, 1), torch.cat(parents, 1)
-        par_all = all_par.gather(1, node)
-        e = expanded.shape[1]
-        par_e = torch.full_like(node, -1)
-        vis_prev = torch.zeros(b, k, e, dtype=torch.bool, device=dev)
-        if e:
-            lookup = torch.full((b, n_all), -1, dtype=torch.long, device=dev)
-            lookup.scatter_(1, expanded, torch.arange(e, device=dev).expand(b, e))
-            par_e = torch.where(par_all >= 0, lookup.gather(1, par_all.clamp(min=0)), par_e)
-            rows = anc.gather(1, par_e.clamp(min=0)[..., None].expand(b, k, e))
-            vis_prev = rows & (par_e >= 0)[..., None]
-        eye = torch.eye(k, dtype=torch.bool, device=dev).expand(b, k, k)
-        visible = torch.cat([vis_prev, eye], 2)
-        anc = torch.cat([torch.cat([anc, anc.new_zeros(b, e, k)], 2), visible], 1)
-        expanded = torch.cat([expanded, node], 1)
-        logits = step(all_tok.gather(1, node), par_e, visible, d - 1)
-        child_logp = torch.log_softmax(logits.float(), -1).clamp(max=MAX_LOGP)
-        c_score, c_tok = child_logp.topk(topk, dim=-1)  # (B, k, topk)
-        c_score = (c_score + s[..., None]).flatten(1)
-        toks.append(c_tok.flatten(1))
-        scores.append(c_score)
-        parents.append(node.repeat_interleave(topk, dim=1))
-        depths.append(torch.full_like(c_score, d, dtype=torch.long))
-        front = torch.arange(n_all, n_all + k * topk, device=dev).expand(b, k * topk)
-        front_score, n_all = c_score, n_all + k * topk
+        # Node ids: level 1 is 0..topk-1, level d >= 2 the `wide` ids from topk + (d - 2) * wide.
+        expanded.append(j + (0 if d == 2 else topk + (d - 3) * wide))
+        if e:  # candidate j of the level above is a child of that level's expanded node j // topk
+            up = torch.div(j, topk, rounding_mode="floor")
+            par_e = up + (e - k)
+            anc[:, e : e + k, :e] = anc[:, e - k : e, :e].gather(1, up[..., None].expand(b, k, e))
+        logits = step(front_tok.gather(1, j), par_e, anc[:, e : e + k, : e + k], d - 1)
+        c_score, c_tok = _top_children(logits, topk)  # (B, k, topk)
+        front_score, front_tok = (c_score + s[..., None]).flatten(1), c_tok.flatten(1)
+        scores.append(front_score)
+        toks.append(front_tok)
     all_score = torch.cat(scores, 1)
-    keep = all_score.topk(min(budget, n_all), dim=-1).indices.sort(-1).values  # ids ascend: parents first
-    return _subtree(keep, torch.cat(toks, 1), torch.cat(parents, 1), torch.cat(depths, 1))
-
-
-def _subtree(
-    keep: torch.Tensor, toks: torch.Tensor, parents: torch.Tensor, depths: torch.Tensor
-) -> DraftTree:
-    """Nodes `keep` (ascending ids, closed under parent) of a larger tree, with parents renumbered."""
-    b, n = keep.shape
-    where = torch.full_like(toks, -1)
-    where.scatter_(1, keep, torch.arange(n, device=keep.device).expand(b, n))
-    par = parents.gather(1, keep)
-    new_par = torch.where(par >= 0, where.gather(1, par.clamp(min=0)), par)
-    if bool(((par >= 0) & (new_par < 0)).any()):
-        raise AssertionError("reranked tree kept a node without its parent")
-    return DraftTree(toks.gather(1, keep), new_par, depths.gather(1, keep))
+    keep = all_score.topk(min(budget, all_score.shape[1]), dim=-1).indices.sort(-1).values  # parents first
+    # Node id n >= topk is the child of expanded node number (n - topk) // topk (in expansion order).
+    up = torch.div(keep - topk, topk, rounding_mode="floor")
+    deep = keep >= topk
+    if expanded:
+        parents = torch.cat(expanded, 1).gather(1, up.clamp(min=0)).masked_fill_(~deep, -1)
+    else:
+        parents = torch.full_like(keep, -1)
+    # A child scores strictly below its parent (MAX_LOGP), so the kept set holds every kept node's parent;
+    # `keep` ascends, so a parent's new index is its rank in `keep`.
+    new_par = torch.searchsorted(keep, parents).masked_fill_(~deep, -1)
+    depths = torch.where(deep, 2 + torch.div(keep - topk, wide, rounding_mode="floor"), 1)
+    return DraftTree(torch.cat(toks, 1).gather(1, keep), new_par, depths, scores=all_score.gather(1, keep))
 
 
 def static_tree(candidates: torch.Tensor, paths: Sequence[Sequence[int]]) -> DraftTree:
