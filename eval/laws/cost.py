@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -34,8 +35,9 @@ class Arch:
     params: float  # the whole target, from its model card
 
 
-ARCHS = {  # from the models' config.json on the hub (public); nothing is downloaded here
-    "llama3.1-8b-instruct": Arch(4096, 14336, 32, 32, 8, 128, 128256, 8.03e9),
+ARCHS = {  # from the models' config.json on the hub (public); nothing is downloaded here. Keyed by the target's
+    # folder or hub name, lower-cased, so a local copy (target.name_or_path=/models/Llama-3.1-8B-Instruct) matches.
+    "llama-3.1-8b-instruct": Arch(4096, 14336, 32, 32, 8, 128, 128256, 8.03e9),
     "qwen2.5-7b-instruct": Arch(3584, 18944, 28, 28, 4, 128, 152064, 7.62e9),
 }
 GRIDS = ("tokens", "depth", "depth@largest", "batch")
@@ -88,7 +90,7 @@ def sweep_cost(target: str, mfu: float, peak_tflops: float, eval_step_ms: float)
         )
         g_train = g_eval = 0.0
         for p in pts:
-            arch = ARCHS[p.target_name]
+            arch = ARCHS[Path(p.target.name_or_path).name.lower()]
             if p.train_key not in seen_train:
                 seen_train.add(p.train_key)
                 pd = draft_params(arch, p.depth, _override(p, "draft.draft_vocab_size", arch.vocab))
