@@ -12,7 +12,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from data.paths import CONF_DIR, REPO_ROOT, register_resolvers
-from eval.laws.cost import ARCHS, draft_params, grid_points, sweep_cost
+from eval.laws.cost import ARCHS, draft_params, grid_of, grid_points, sweep_cost
 from eval.laws.point import eval_config
 
 register_resolvers()
@@ -86,3 +86,11 @@ def test_one_override_retargets_every_point(tmp_path: Path) -> None:
     }
     local = grid_points("llama3.1-8b-tokens", ["target.name_or_path=/models/Llama-3.1-8B-Instruct"])
     assert {p.target.dtype for p in local} == {"bfloat16"}  # the rest of the option's fields stay
+
+
+def test_cluster_grid_position_for_carrying_laws() -> None:
+    grid = grid_of("llama3.1-8b")
+    assert (grid.max_tokens, grid.tokens_depth, grid.ttt_steps) == (16e9, 4, 7)
+    assert sorted(grid.capacity) == [1, 2, 4, 8]
+    sizes = [grid.capacity[d] for d in (1, 2, 4, 8)]
+    assert sizes == sorted(sizes) and grid.target_params == ARCHS["llama-3.1-8b-instruct"].params

@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from data.paths import CONF_DIR, register_resolvers
 from eval.laws.config import PointConfig, to_point_config
+from eval.laws.planner import Grid
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,24 @@ def draft_params(arch: Arch, depth: int, draft_vocab: int) -> int:
     with torch.device("meta"):
         head = Eagle3Head(cfg)
     return sum(p.numel() for p in head.parameters() if p.requires_grad)
+
+
+def gpu_hours(flops: float, mfu: float, peak_tflops: float) -> float:
+    """GPU-hours of `flops` of training at `mfu` of the GPU's peak."""
+    return flops / (mfu * peak_tflops * 1e12) / 3600
+
+
+def grid_of(target: str) -> Grid:
+    """Where the `target` sweep's grid sits, for carrying other laws to it (eval.laws.planner.transfer):
+    its tokens axis' largest budget and depth, and the draft's trainable parameters at every grid depth."""
+    tokens_grid = grid_points(f"{target}-tokens", [])
+    ref = max(tokens_grid, key=lambda p: p.tokens)
+    arch = ARCHS[Path(ref.target.name_or_path).name.lower()]
+    vocab = _override(ref, "draft.draft_vocab_size", arch.vocab)
+    depths = sorted({p.depth for p in grid_points(f"{target}-depth", [])} | {ref.depth})
+    return Grid(name=target, max_tokens=float(ref.tokens), tokens_depth=ref.depth,
+                capacity={d: float(draft_params(arch, d, vocab)) for d in depths}, target_params=arch.params,
+                ttt_steps=_override(ref, "draft.ttt_steps", 1))  # fmt: skip
 
 
 def _override(cfg: PointConfig, key: str, default: int) -> int:
@@ -95,7 +114,7 @@ def sweep_cost(target: str, mfu: float, peak_tflops: float, eval_step_ms: float)
                 seen_train.add(p.train_key)
                 pd = draft_params(arch, p.depth, _override(p, "draft.draft_vocab_size", arch.vocab))
                 flops = (6 * pd * _override(p, "draft.ttt_steps", 1) + 2 * arch.params) * p.tokens
-                g_train += flops / (mfu * peak_tflops * 1e12) / 3600
+                g_train += gpu_hours(flops, mfu, peak_tflops)
             runs = len(p.eval.temperatures) * len(p.eval.modes) + len(p.eval.tree_budgets)
             prompts = _override_eval(p, "prompts.num_prompts", 16)
             new = _override_eval(p, "max_new_tokens", 64)
