@@ -23,20 +23,27 @@ from matplotlib.figure import Figure
 
 from data.paths import CONF_DIR, register_resolvers
 from data.typed import to_typed
-from train.pipeline import PipelineConfig
+from train.pipeline import PipelineConfig, PrepareStep
 
 FULL_BUDGET = (
     600_000  # every tiny recipe's total target tokens at budget scale 1 (conf/experiment/base/tiny.yaml)
 )
 
 
-def regenerate(overrides: list[str]) -> None:
-    """The recipes' regeneration step as a budget-scale-1 pipeline composes it; skipped when its file exists."""
+def regenerate_step(overrides: list[str]) -> PrepareStep:
+    """The tiny recipes' regeneration step as a budget-scale-1 pipeline composes it (whatever
+    DRAFTFORGE_BUDGET_SCALE says)."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         raw = compose("pipeline", overrides=["experiment=eagle3-tiny", *overrides, "budget_scale=1.0"])
     step = to_typed(PipelineConfig, raw, "pipeline config").regenerate_step
     assert step is not None, "the tiny recipes define regenerate_step (conf/experiment/base/tiny.yaml)"
+    return step
+
+
+def regenerate(overrides: list[str]) -> None:
+    """Run the full-size regeneration step unless its file exists."""
+    step = regenerate_step(overrides)
     if Path(step.creates).exists():
         print(f"[recipes] {step.creates} exists, skipping", flush=True)
         return
