@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             lo, hi = r["tokens_ci95"]
             note = "  (extrapolated beyond the measured budgets)" if r["beyond_measured"] else ""
-            print(f"  depth {r['depth']:>2} ({r['params'] / 1e6:.3g}M params): {r['tokens']:.3g} tokens "
+            print(f"  depth {r['depth']:>2} ({_size(r['params'])} params): {r['tokens']:.3g} tokens "
                   f"[{lo:.3g}, {hi:.3g}], {r['train_flops']:.3g} training FLOPs{_gpu_h(hours, r['train_flops'])}"
                   f"{note}")  # fmt: skip
         best = rows[0]
@@ -117,6 +117,10 @@ def _scaled(laws: Laws, sweep: str, mfu: float, peak_tflops: float) -> tuple[Law
     return moved, partial(gpu_hours, mfu=mfu, peak_tflops=peak_tflops)
 
 
+def _size(params: float) -> str:
+    return f"{params / 1e9:.3g}B" if params >= 1e9 else f"{params / 1e6:.3g}M"
+
+
 def _gpu_h(hours: Hours | None, flops: float) -> str:
     return "" if hours is None else f" ({hours(flops):,.0f} GPU-h)"
 
@@ -130,7 +134,7 @@ def _print_tau_for_compute(
     for r in tau_for_compute(laws, compute, depths):
         lo, hi = r["tau_ci95"]
         note = "  (tokens beyond the measured budgets)" if r["beyond_measured"] else ""
-        print(f"  depth {r['depth']:>2} ({r['params'] / 1e6:.3g}M params), {r['tokens']:.3g} tokens: "
+        print(f"  depth {r['depth']:>2} ({_size(r['params'])} params), {r['tokens']:.3g} tokens: "
               f"tau {r['tau']:.2f} [{lo:.2f}, {hi:.2f}]{note}")  # fmt: skip
 
 
