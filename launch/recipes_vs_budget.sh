@@ -3,8 +3,8 @@
 # budgets, each a whole recipe with every stage's tokens times SCALES' factor (budget_scale; 1 = 600k target
 # tokens), then one `eval.compare` per budget on the same 32 prompts, and the table + plot over budgets:
 #   outputs/recipes-vs-budget/s<scale>/compare.csv, table.{csv,md}, tau_vs_budget.png (python -m eval.laws.recipes)
-# Default scales 1/32, 1/64, 1/8 (18.75k, 9.4k, 75k tokens: 8x apart end to end), run in that order (the
-# first two are cheap); all of them train 0.17x of one full recipe per recipe: what 2 shared cores allow.
+# Default scales 1/32, 1/8, 1/4 (18.75k, 75k, 150k nominal tokens: 8x apart end to end; est. 30-40 min on 2
+# quiet cores). Below ~1/32 a stage's one-step minimum (32 x 512-token chats) sets the tokens, not the scale.
 # The regenerated answers are made once at full size, so every budget draws on the same pool.
 # Resumable: each pipeline skips finished stages; a budget with a compare.csv is not re-measured.
 # RECIPES, SCALES, TEMPS and OUT override the defaults; extra arguments go to every pipeline (e.g. logger=none);
@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_
 export WANDB_MODE="${WANDB_MODE:-offline}"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 RECIPES="${RECIPES:-scylla scylla1 eagle3 eagle2}"
-SCALES="${SCALES:-0.03125 0.015625 0.125}"
+SCALES="${SCALES:-0.03125 0.125 0.25}"
 TEMPS="${TEMPS:-0}"
 OUT="${OUT:-outputs/recipes-vs-budget}"
 python -m eval.laws.recipes regenerate "$@"
