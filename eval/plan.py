@@ -5,17 +5,35 @@
     python -m eval.plan outputs/sweeps/tiny/laws.json --compute 1e15 --batch 16
         which (depth, tokens, decoding shape) gives the highest throughput at batch 16 for 1e15 training FLOPs
 
+    python -m eval.plan outputs/sweeps/tiny/laws.json --scale-to llama3.1-8b --compute 2e21 --batch 16
+        the same question on a cluster sweep's grid (conf/sweep/llama3.1-8b-*.yaml): the laws carried there by
+        eval.laws.planner.transfer (an assumption, printed), its draft sizes and training FLOPs per token, and
+        GPU-hours as `python -m eval.laws.cost` counts them
+
 Every prediction is printed with its 95 % bootstrap interval. The laws and costs are those of the sweep that
-wrote laws.json (its target and hardware); see eval/laws/planner.py for the model.
+wrote laws.json (its target and hardware) unless --scale-to says otherwise; see eval/laws/planner.py for the
+model. Without batch-axis costs, --compute ranks (depth, tokens) by tau, which exact greedy verification makes
+independent of the batch size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from eval.laws.planner import DEFAULT_MAX_EXTRAPOLATION, Laws, Unreachable, best_for_budget, tokens_for_tau
+from eval.laws.planner import (
+    DEFAULT_MAX_EXTRAPOLATION,
+    Laws,
+    Unreachable,
+    best_for_budget,
+    tau_for_compute,
+    tokens_for_tau,
+    transfer,
+)
+
+Hours = Callable[[float], float]  # training FLOPs -> GPU-hours
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8], help="draft depths to consider")
     p.add_argument("--max-extrapolation", type=float, default=DEFAULT_MAX_EXTRAPOLATION,
                    help="refuse token budgets beyond this multiple of the largest measured one")  # fmt: skip
+    p.add_argument("--scale-to", metavar="SWEEP", help="a cluster sweep's grid to carry the laws to: "
+                   "llama3.1-8b | qwen2.5-7b (conf/sweep/<SWEEP>-*.yaml)")  # fmt: skip
+    p.add_argument("--mfu", type=float, default=0.40, help="with --scale-to: training MFU for GPU-hours")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="with --scale-to: GPU peak bf16 TFLOP/s")
     args = p.parse_args(argv)
     if (args.tau is None) == (args.compute is None):
         p.error("give exactly one of --tau or --compute")
@@ -34,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         laws = Laws.from_json(json.loads(args.laws.read_text()))
     except ValueError as err:
         raise SystemExit(f"[plan] {args.laws}: {err}") from None
+    hours: Hours | None = None
+    if args.scale_to:
+        laws, hours = _scaled(laws, args.scale_to, args.mfu, args.peak_tflops)
     if args.tau is not None:
         try:
             rows = tokens_for_tau(laws, args.tau, args.depths, args.max_extrapolation)
@@ -43,12 +68,16 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             lo, hi = r["tokens_ci95"]
             note = "  (extrapolated beyond the measured budgets)" if r["beyond_measured"] else ""
-            print(f"  depth {r['depth']:>2} ({r['params'] / 1e6:.3g}M params): {r['tokens']:.3g} tokens "
-                  f"[{lo:.3g}, {hi:.3g}], {r['train_flops']:.3g} training FLOPs{note}")  # fmt: skip
+            print(f"  depth {r['depth']:>2} ({_size(r['params'])} params): {r['tokens']:.3g} tokens "
+                  f"[{lo:.3g}, {hi:.3g}], {r['train_flops']:.3g} training FLOPs{_gpu_h(hours, r['train_flops'])}"
+                  f"{note}")  # fmt: skip
         best = rows[0]
         print(
             f"cheapest: depth {best['depth']}, {best['tokens']:.3g} tokens, {best['train_flops']:.3g} FLOPs"
         )
+        return
+    if not laws.batch:
+        _print_tau_for_compute(laws, args.compute, args.batch, args.depths, hours)
         return
     try:
         rows = best_for_budget(laws, args.compute, args.batch, args.depths)
@@ -63,6 +92,50 @@ def main(argv: list[str] | None = None) -> None:
         note = "  (tokens beyond the measured budgets)" if r["beyond_measured"] else ""
         print(f"  depth {r['depth']:>2}, {r['tokens']:.3g} tokens, {r['shape']:>9}: tau {r['tau']:.2f}, "
               f"speed-up {r['speedup']:.2f} [{lo:.2f}, {hi:.2f}], {r['tokens_per_s']:.4g} tokens/s{note}")  # fmt: skip
+
+
+def _scaled(laws: Laws, sweep: str, mfu: float, peak_tflops: float) -> tuple[Laws, Hours]:
+    """The laws carried to a cluster sweep's grid, and its GPU-hours per FLOP (both from eval.laws.cost)."""
+    from functools import partial
+
+    from hydra import initialize_config_dir
+
+    from data.paths import CONF_DIR, register_resolvers
+    from eval.laws.cost import gpu_hours, grid_of
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        grid = grid_of(sweep)
+    try:
+        moved = transfer(laws, grid)
+    except ValueError as err:
+        raise SystemExit(f"[plan] {err}") from None
+    print(f"laws carried to the {sweep} grid (largest tokens-axis budget {grid.max_tokens:.3g} at depth "
+          f"{grid.tokens_depth} taken to have the tau the sweep measured at its own largest budget, same slopes; "
+          f"conditional on the {sweep} sweep confirming it); GPU-hours at {mfu:.0%} MFU of {peak_tflops:g} "
+          "TFLOP/s")  # fmt: skip
+    return moved, partial(gpu_hours, mfu=mfu, peak_tflops=peak_tflops)
+
+
+def _size(params: float) -> str:
+    return f"{params / 1e9:.3g}B" if params >= 1e9 else f"{params / 1e6:.3g}M"
+
+
+def _gpu_h(hours: Hours | None, flops: float) -> str:
+    return "" if hours is None else f" ({hours(flops):,.0f} GPU-h)"
+
+
+def _print_tau_for_compute(
+    laws: Laws, compute: float, batch: int, depths: list[int], hours: Hours | None
+) -> None:
+    print(f"compute {compute:.3g} FLOPs{_gpu_h(hours, compute)}, batch {batch}: no batch-axis costs here, so "
+          "depths are ranked by tau (batch-invariant under exact greedy verification); the best tree size at "
+          f"batch {batch} needs that target's batch axis. Best first:")  # fmt: skip
+    for r in tau_for_compute(laws, compute, depths):
+        lo, hi = r["tau_ci95"]
+        note = "  (tokens beyond the measured budgets)" if r["beyond_measured"] else ""
+        print(f"  depth {r['depth']:>2} ({_size(r['params'])} params), {r['tokens']:.3g} tokens: "
+              f"tau {r['tau']:.2f} [{lo:.2f}, {hi:.2f}]{note}")  # fmt: skip
 
 
 if __name__ == "__main__":

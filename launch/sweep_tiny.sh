@@ -10,7 +10,8 @@
 # from a mid-run checkpoint with its optimizer state, and at this scale all six runs together cost less than
 # 2x the largest one (a geometric series), which WSD branches would cut only to ~1.2x.
 # Resumable: rerun after an interruption; a finished point is skipped, a finished training or eval reused.
-# AXES="tokens depth" limits the axes; extra arguments go to every multirun (e.g. tracking=none).
+# AXES="tokens depth" limits the axes; extra arguments go to every multirun (e.g. tracking=none), so one
+# `target=<conf/target option>` or `target.name_or_path=<folder>` retargets the whole sweep (as for recipes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"

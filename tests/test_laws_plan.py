@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from eval.laws.joint import fit_joint
-from eval.laws.planner import Laws, Unreachable, best_for_budget, tokens_for_tau
+from eval.laws.planner import (
+    Grid,
+    Laws,
+    Unreachable,
+    best_for_budget,
+    tau_for_compute,
+    tokens_for_tau,
+    transfer,
+)
 from eval.plan import main
 
 CAPACITY = {1: 1.0e6, 2: 2.0e6, 4: 4.0e6}
@@ -87,3 +95,38 @@ def test_budget_picks_the_shape_the_batch_costs_favour(laws_json: dict) -> None:
     lo, hi = top["speedup_ci95"]
     assert lo <= top["speedup"] <= hi
     assert not math.isnan(lo)
+
+
+def test_transfer_moves_only_the_intercept_to_the_other_grid(laws_json: dict) -> None:
+    laws = Laws.from_json({**laws_json, "tokens_depth": 2})
+    laws.max_tokens_measured = 1e6
+    grid = Grid(name="big", max_tokens=1e10, tokens_depth=4, capacity={1: 1e8, 2: 2e8, 4: 4e8},
+                target_params=8e9, ttt_steps=7)  # fmt: skip
+    moved = transfer(laws, grid)
+    # The anchor: the big grid's largest budget at its tokens depth has the tau measured at ours.
+    assert moved.tau(1e10, 4e8) == pytest.approx(laws.tau(1e6, 2e6))
+    assert moved.tau(1e10, 4e8, moved.boot.T) == pytest.approx(laws.tau(1e6, 2e6, laws.boot.T))
+    assert moved.coef[1:] == pytest.approx(laws.coef[1:])  # slopes per e-fold unchanged
+    assert moved.tau(1e9, 4e8) - moved.tau(1e10, 4e8) == pytest.approx(
+        laws.tau(1e5, 2e6) - laws.tau(1e6, 2e6)
+    )
+    assert moved.flops_per_token(2) == pytest.approx(6 * 2e8 * 7 + 2 * 8e9)
+    assert moved.batch == []  # decoding costs are the tiny engine's, not the big target's
+    with pytest.raises(ValueError, match="tokens axis' depth"):
+        transfer(Laws.from_json(laws_json), grid)
+
+
+def test_compute_without_batch_costs_ranks_depths_by_tau(laws_json: dict, tmp_path, capsys) -> None:
+    laws = Laws.from_json({**laws_json, "batch": []})
+    rows = tau_for_compute(laws, 1e14, [1, 2, 4])
+    for r in rows:
+        assert r["tokens"] == pytest.approx(1e14 / laws.flops_per_token(r["depth"]))
+        assert r["tau"] == pytest.approx(laws.tau(r["tokens"], CAPACITY[r["depth"]]))
+        assert r["tau_ci95"][0] < r["tau"] < r["tau_ci95"][1]
+    assert [r["tau"] for r in rows] == sorted((r["tau"] for r in rows), reverse=True)
+    path = tmp_path / "laws.json"
+    path.write_text(json.dumps({**laws_json, "batch": [], "tokens_depth": 2}))
+    main([str(path), "--scale-to", "llama3.1-8b", "--compute", "1e21", "--batch", "16"])
+    out = capsys.readouterr().out
+    assert "carried to the llama3.1-8b grid" in out and "batch 16: no batch-axis costs" in out
+    assert "GPU-h" in out and out.count("depth ") >= 4

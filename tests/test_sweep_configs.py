@@ -3,14 +3,17 @@ cluster cost calculator counts shared trainings once and follows 6ND."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hydra import initialize_config_dir
 
-from data.paths import CONF_DIR, register_resolvers
-from eval.laws.cost import ARCHS, draft_params, grid_points, sweep_cost
+from data.paths import CONF_DIR, REPO_ROOT, register_resolvers
+from eval.laws.cost import ARCHS, draft_params, grid_of, grid_points, sweep_cost
+from eval.laws.point import eval_config
 
 register_resolvers()
 GRIDS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "point")
@@ -47,7 +50,7 @@ def test_cluster_cost_counts_shared_trainings_once() -> None:
     assert lines[-1].strip().startswith("total") and "10 trainings" not in lines[-1]
     # 6 budgets + depth {1,2,8} at 2B + depth {1,2,8} at 16B (depth 4 is shared with the tokens axis) = 12
     assert "12 trainings" in lines[-1]
-    arch = ARCHS["llama3.1-8b-instruct"]
+    arch = ARCHS["llama-3.1-8b-instruct"]
     assert draft_params(arch, 2, 32000) - draft_params(arch, 1, 32000) == pytest.approx(
         4 * arch.hidden**2 // 2
         + 2 * arch.hidden * arch.kv_heads * arch.head_dim
@@ -55,3 +58,39 @@ def test_cluster_cost_counts_shared_trainings_once() -> None:
         + 2 * arch.hidden,
         rel=0.01,
     )  # one more decoder layer: q/o (h x h), k/v (h x kv_dim), the MLP, two norms
+
+
+def test_one_override_retargets_every_point(tmp_path: Path) -> None:
+    """`launch/sweep_tiny.sh target.name_or_path=<folder>` or a cluster grid with `target=<option>`: training
+    and eval of every point run on that target, and the points are new ones (their keys name the target)."""
+    default = grid_points("tiny-tokens", [])
+    moved = grid_points("tiny-tokens", ["target.name_or_path=/models/x"])
+    for before, after in zip(default, moved, strict=True):
+        assert "target.name_or_path=/models/x" in after.train_overrides()
+        assert not any(o.startswith("target=") for o in after.train_overrides())
+        assert (
+            eval_config(after, [], tmp_path / "export", tmp_path / "out").target.name_or_path == "/models/x"
+        )
+        assert after.train_key != before.train_key and after.point_id != before.point_id
+    # The shipped tiny target's key leaves out where the clone lives, so a copied clone resumes its sweep:
+    # the same point spelled with the target's repo-relative folder has the same keys.
+    first = default[0]
+    assert first.target.name_or_path.startswith(f"{REPO_ROOT}/")
+    rel = dataclasses.replace(first.target, name_or_path=first.target.name_or_path[len(f"{REPO_ROOT}/") :])
+    relative = dataclasses.replace(first, target=rel)
+    assert (relative.train_key, relative.point_id) == (first.train_key, first.point_id)
+    qwen = grid_points("llama3.1-8b-tokens", ["target=qwen2.5-7b-instruct"])
+    assert {p.target.name_or_path for p in qwen} == {"Qwen/Qwen2.5-7B-Instruct"}
+    assert {p.target.name_or_path for p in grid_points("llama3.1-8b-depth", [])} == {
+        "meta-llama/Llama-3.1-8B-Instruct"
+    }
+    local = grid_points("llama3.1-8b-tokens", ["target.name_or_path=/models/Llama-3.1-8B-Instruct"])
+    assert {p.target.dtype for p in local} == {"bfloat16"}  # the rest of the option's fields stay
+
+
+def test_cluster_grid_position_for_carrying_laws() -> None:
+    grid = grid_of("llama3.1-8b")
+    assert (grid.max_tokens, grid.tokens_depth, grid.ttt_steps) == (16e9, 4, 7)
+    assert sorted(grid.capacity) == [1, 2, 4, 8]
+    sizes = [grid.capacity[d] for d in (1, 2, 4, 8)]
+    assert sizes == sorted(sizes) and grid.target_params == ARCHS["llama-3.1-8b-instruct"].params

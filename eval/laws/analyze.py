@@ -77,6 +77,7 @@ def fit_laws(
     out["holdout_largest_budget"] = holdout(x, y)
     out["acceptance_by_position"] = acceptance_fits(records, n_boot)
     out["capacity_map"] = {str(r["depth"]): r["trainable_params"] for r in trained}
+    out["tokens_depth"] = next((r["depth"] for r in records if r["axis"] == "tokens"), None)
     ref = [r for r in records if r["axis"] in ("tokens", "depth") and r["batch_size"] == 1]
     out["draft_ms_by_depth"] = {str(r["depth"]): metric(r, "t0/tree/draft_ms") for r in ref}
     any_rec = next(iter(records), {})

@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from data.paths import REPO_ROOT
+from train.modeling.target import TargetConfig
+from train.pipeline import target_overrides
+
 AXES = ("tokens", "depth", "batch")
 
 
@@ -27,7 +31,9 @@ class PointEvalConfig:
 class PointConfig:
     name: str = "tiny"  # the sweep: results folder and W&B group
     axis: str = "tokens"  # tokens | depth | batch: the law this point samples
-    target_name: str = "tiny-llama"  # conf/target option
+    # The frozen target (conf group `target/`, like a recipe's): `target=<option>` or `target.name_or_path=...`
+    # retargets training and eval of every point with one override.
+    target: TargetConfig = field(default_factory=lambda: TargetConfig(name_or_path="???"))
     draft_name: str = "scylla"  # conf/draft option
     depth: int = 2  # draft.num_layers
     tokens: int = 100000  # train.max_tokens
@@ -51,7 +57,7 @@ class PointConfig:
 
     def train_overrides(self, tokens_per_step: int | None = None) -> list[str]:
         """What defines the trained draft; points that agree on these share one training run."""
-        out = [f"target={self.target_name}", f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
+        out = [*target_overrides(self.target), f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
                f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
         if tokens_per_step and not any(o.startswith("optim.warmup_steps=") for o in self.train):
             steps = -(-self.tokens // tokens_per_step)
@@ -60,18 +66,24 @@ class PointConfig:
 
     @property
     def train_key(self) -> str:
-        digest = _digest(self.train_overrides())
+        digest = _digest([_portable(o) for o in self.train_overrides()])
         return f"{self.draft_name}-d{self.depth}-t{self.tokens}-{digest}"
 
     @property
     def eval_key(self) -> str:
         e = self.eval
-        return _digest([self.target_name, e.batch_size, e.overrides])
+        return _digest([_portable(o) for o in target_overrides(self.target)] + [e.batch_size, e.overrides])
 
     @property
     def point_id(self) -> str:
         """One row of the results table: the axis it samples, what was trained, how it was decoded."""
         return f"{self.axis}-{self.train_key}-b{self.eval.batch_size}-{_digest(asdict(self.eval))}"
+
+
+def _portable(override: str) -> str:
+    """An override with this clone's root left out (the shipped tiny target's folder), so that keys, and with
+    them finished points, survive moving or copying the clone."""
+    return override.replace(f"{REPO_ROOT}/", "")
 
 
 def _digest(obj: object) -> str:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
 from data.paths import CONF_DIR, register_resolvers
 from eval.laws.config import PointConfig, to_point_config
+from eval.laws.planner import Grid
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,9 @@ class Arch:
     params: float  # the whole target, from its model card
 
 
-ARCHS = {  # from the models' config.json on the hub (public); nothing is downloaded here
-    "llama3.1-8b-instruct": Arch(4096, 14336, 32, 32, 8, 128, 128256, 8.03e9),
+ARCHS = {  # from the models' config.json on the hub (public); nothing is downloaded here. Keyed by the target's
+    # folder or hub name, lower-cased, so a local copy (target.name_or_path=/models/Llama-3.1-8B-Instruct) matches.
+    "llama-3.1-8b-instruct": Arch(4096, 14336, 32, 32, 8, 128, 128256, 8.03e9),
     "qwen2.5-7b-instruct": Arch(3584, 18944, 28, 28, 4, 128, 152064, 7.62e9),
 }
 GRIDS = ("tokens", "depth", "depth@largest", "batch")
@@ -52,6 +55,24 @@ def draft_params(arch: Arch, depth: int, draft_vocab: int) -> int:
     with torch.device("meta"):
         head = Eagle3Head(cfg)
     return sum(p.numel() for p in head.parameters() if p.requires_grad)
+
+
+def gpu_hours(flops: float, mfu: float, peak_tflops: float) -> float:
+    """GPU-hours of `flops` of training at `mfu` of the GPU's peak."""
+    return flops / (mfu * peak_tflops * 1e12) / 3600
+
+
+def grid_of(target: str) -> Grid:
+    """Where the `target` sweep's grid sits, for carrying other laws to it (eval.laws.planner.transfer):
+    its tokens axis' largest budget and depth, and the draft's trainable parameters at every grid depth."""
+    tokens_grid = grid_points(f"{target}-tokens", [])
+    ref = max(tokens_grid, key=lambda p: p.tokens)
+    arch = ARCHS[Path(ref.target.name_or_path).name.lower()]
+    vocab = _override(ref, "draft.draft_vocab_size", arch.vocab)
+    depths = sorted({p.depth for p in grid_points(f"{target}-depth", [])} | {ref.depth})
+    return Grid(name=target, max_tokens=float(ref.tokens), tokens_depth=ref.depth,
+                capacity={d: float(draft_params(arch, d, vocab)) for d in depths}, target_params=arch.params,
+                ttt_steps=_override(ref, "draft.ttt_steps", 1))  # fmt: skip
 
 
 def _override(cfg: PointConfig, key: str, default: int) -> int:
@@ -88,12 +109,12 @@ def sweep_cost(target: str, mfu: float, peak_tflops: float, eval_step_ms: float)
         )
         g_train = g_eval = 0.0
         for p in pts:
-            arch = ARCHS[p.target_name]
+            arch = ARCHS[Path(p.target.name_or_path).name.lower()]
             if p.train_key not in seen_train:
                 seen_train.add(p.train_key)
                 pd = draft_params(arch, p.depth, _override(p, "draft.draft_vocab_size", arch.vocab))
                 flops = (6 * pd * _override(p, "draft.ttt_steps", 1) + 2 * arch.params) * p.tokens
-                g_train += flops / (mfu * peak_tflops * 1e12) / 3600
+                g_train += gpu_hours(flops, mfu, peak_tflops)
             runs = len(p.eval.temperatures) * len(p.eval.modes) + len(p.eval.tree_budgets)
             prompts = _override_eval(p, "prompts.num_prompts", 16)
             new = _override_eval(p, "max_new_tokens", 64)

@@ -8,7 +8,10 @@
    the joint law; each measured decoding shape s at batch B scales that tau by tau_s / tau_tree as measured
    on the batch-axis draft, and costs draft_ms (scaled by P / P_measured: draft forwards are linear in its
    parameters) + verify_ms; speed-up = tau * baseline_step_ms / (draft_ms + verify_ms), throughput =
-   speed-up * B / baseline_step_ms.
+   speed-up * B / baseline_step_ms. Without batch-axis costs, tau_for_compute ranks (depth, tokens) by tau
+   alone: under exact greedy verification tau does not depend on the batch size, only the costs do.
+3. transfer: the laws of one sweep (the tiny one) carried to another sweep's grid (a cluster target's), for
+   questions no sweep on that target has answered yet; see `transfer` for the assumption it makes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Laws:
     max_tau: float  # tau cannot exceed the deepest verified path + 1
     max_tokens_measured: float
     batch: list[dict[str, Any]]
+    tokens_depth: int | None = None  # the depth the tokens axis trained (where the law is anchored)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Laws:
@@ -54,6 +58,7 @@ class Laws:
             max_tau=float(data.get("max_tau") or math.inf),
             max_tokens_measured=float(max(joint["tokens"])),
             batch=data.get("batch") or [],
+            tokens_depth=data.get("tokens_depth"),
         )
 
     def params_at(self, depth: int) -> float:
@@ -147,3 +152,47 @@ def best_for_budget(laws: Laws, compute: float, batch: int, depths: list[int]) -
     if not out:
         raise ValueError(f"batch {row['batch_size']}: no decoding shape with measured tau and costs")
     return sorted(out, key=lambda r: -r["tokens_per_s"])
+
+
+def tau_for_compute(laws: Laws, compute: float, depths: list[int]) -> list[dict[str, Any]]:
+    """Every depth at training compute `compute` (FLOPs): its tokens and predicted tau, highest tau first."""
+    rows = []
+    for depth in depths:
+        p = laws.params_at(depth)
+        tokens = compute / laws.flops_per_token(depth)
+        rows.append({"depth": depth, "params": p, "tokens": tokens, "tau": float(laws.tau(tokens, p)),
+                     "tau_ci95": _interval(laws.tau(tokens, p, laws.boot.T)),
+                     "beyond_measured": tokens > laws.max_tokens_measured})  # fmt: skip
+    return sorted(rows, key=lambda r: -r["tau"])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where another sweep's grid sits: its tokens axis' largest budget and depth, and what training costs
+    there (eval.laws.cost.grid_of computes it from that sweep's configs)."""
+
+    name: str
+    max_tokens: float
+    tokens_depth: int
+    capacity: dict[int, float]  # depth -> trainable parameters of that grid's draft
+    target_params: float
+    ttt_steps: int
+
+
+def transfer(laws: Laws, grid: Grid) -> Laws:
+    """The laws carried to `grid`, assuming the two sweeps' grids correspond: the slopes b (per e-fold of
+    tokens) and c (per e-fold of parameters) carry over, and a grid's largest tokens-axis budget at its
+    tokens-axis depth has the same tau as the other's. Only the intercept moves, in every bootstrap refit too.
+    An assumption, not a measurement: the answers are conditional until that grid's own sweep confirms them.
+    The decoding costs (batch axis) are hardware- and target-specific and are dropped."""
+    if laws.tokens_depth is None:
+        raise ValueError("laws file does not say the tokens axis' depth (refit it with python -m eval.laws)")
+    ln_t = math.log(laws.max_tokens_measured / grid.max_tokens)
+    ln_p = math.log(laws.params_at(laws.tokens_depth) / grid.capacity[grid.tokens_depth])
+    coef = laws.coef.copy()
+    coef[0] += coef[1] * ln_t + coef[2] * ln_p
+    boot = laws.boot.copy()
+    boot[:, 0] += boot[:, 1] * ln_t + boot[:, 2] * ln_p
+    return Laws(coef=coef, boot=boot, capacity=dict(grid.capacity), target_params=grid.target_params,
+                ttt_steps=grid.ttt_steps, max_tau=laws.max_tau, max_tokens_measured=grid.max_tokens, batch=[],
+                tokens_depth=grid.tokens_depth)  # fmt: skip

@@ -64,7 +64,7 @@ def eval_runs(cfg: PointConfig) -> dict[str, list[str]]:
 def eval_config(cfg: PointConfig, overrides: list[str], export: Path, out: Path) -> EvalConfig:
     """The same schema `python -m eval` fills, built without a second Hydra app inside this one."""
     base = OmegaConf.create({
-        "target": OmegaConf.load(CONF_DIR / "target" / f"{cfg.target_name}.yaml"),
+        "target": OmegaConf.structured(cfg.target),
         "logger": {"name": "none"}, "draft_path": str(export), "output_dir": str(out), "progress": False,
         "batch_sizes": [cfg.eval.batch_size],
     })  # fmt: skip
@@ -105,7 +105,7 @@ def run_point(cfg: PointConfig) -> dict[str, Any]:
         print(f"[sweep] {cfg.point_id}: training -> {train_dir}", flush=True)
         subprocess.run(train_command(cfg, train_dir), check=True)
     evals, seconds = run_evals(cfg, export, root)
-    point = {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target_name,
+    point = {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target.name_or_path,
              "draft": cfg.draft_name, "depth": cfg.depth, "target_tokens": cfg.tokens,
              "batch_size": cfg.eval.batch_size, "train_key": cfg.train_key}  # fmt: skip
     record = build_record(point, export, evals, seconds)
