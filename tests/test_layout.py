@@ -13,8 +13,9 @@ PACKAGES = ("train", "data", "eval", "builders")
 # What eval may import from train: the model files (the frozen target, draft heads and their export files).
 # Everything else eval shares with train (tracking, paths, loaders) lives on the ground floor, in `data`.
 # eval loads drafts (train.modeling), writes engine layouts for serving them (train.export), and its sweep
-# runner composes training configs as `python -m train` does (train.config registers the schema).
-TRAIN_SURFACE_FOR_EVAL = ("train.modeling", "train.export", "train.config")
+# runner composes training configs as `python -m train` does (train.config registers the schema) and hands a
+# point's target to training as recipes do (train.pipeline: one home for how a recipe's target reaches a stage).
+TRAIN_SURFACE_FOR_EVAL = ("train.modeling", "train.export", "train.config", "train.pipeline")
 
 
 def _module(path: Path) -> str:
