@@ -21,11 +21,11 @@ class DraftConfig:
     num_kv_heads: int | None = None  # key/value heads; None = the target's
     feature_noise: float = 0.0  # half-width of uniform noise added to input features in training (EAGLE: 0.1)
     feature_layers: list[int] | None = None  # eagle3/scylla: target hidden_states fused; None = low/mid/high
-    layout: str = "draftforge"  # eagle3/scylla: draftforge | eagle3 (the published layout SGLang/vLLM load)
+    layout: str = "eagle3"  # eagle3/scylla: eagle3 (the published layout SGLang/vLLM load) | draftforge
     # eagle3/scylla, layout=eagle3 only: speculators' default EAGLE-3 layout (both true there; vLLM loads both)
     norm_before_residual: bool = False  # layer 0's residual is the normed feature, not the raw one
     norm_before_fc: bool = False  # one RMSNorm over the fused target features before fc
-    first_layer_input_norm: bool = True  # eagle: False = the original EAGLE-1/2 layout (exportable)
+    first_layer_input_norm: bool = False  # eagle: False = the original EAGLE-1/2 layout (what vLLM/EAGLE load)
     draft_vocab_size: int | None = None  # eagle3/scylla: reduced LM-head vocabulary; None = the target's
     vocab_path: str | None = None  # eagle3/scylla: d2t/t2d map (python -m data.draft_vocab); None = build
     ttt_steps: int = 1  # eagle3/scylla: training-time-test unroll depth (1 = no unrolling)
