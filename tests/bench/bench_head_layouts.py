@@ -42,7 +42,7 @@ def base_train_overrides() -> list[str]:
 
 
 def run_point(name: str, tokens: int, depth: int, extra: list[str], out: Path) -> None:
-    train = ",".join([*base_train_overrides(), *extra])
+    train = ",".join(f"'{o}'" for o in [*base_train_overrides(), *extra])  # quoted: Hydra reads "a=b" items
     cmd = [sys.executable, "-m", "eval.laws.point", "--config-name", "sweep/point", f"name={name}", "axis=tokens",
            f"tokens={tokens}", f"depth={depth}", f"train=[{train}]", "tracking=none", f"output_root={out}"]  # fmt: skip
     subprocess.run(cmd, cwd=REPO_ROOT, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
