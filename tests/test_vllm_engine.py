@@ -14,6 +14,7 @@ Medusa head proposes a token already emitted, so it is accepted only where the o
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -24,8 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from eval.config import PromptsConfig, to_eval_config
-from eval.prompts import load_prompts
+from eval.config import to_eval_config
 from eval.run import evaluate
 from eval.vllm_backend import compare
 from eval.vllm_backend.run import FORMAT_FOR, METHOD_FOR
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)'; .ci/run builds it)",
 )
 K = 3  # draft tokens per step in every run
-NUM_PROMPTS = 2  # prompts our engine and vLLM decode in each comparison
+DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
 # eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
 ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
@@ -71,29 +71,27 @@ def head_dims(target: FrozenTarget) -> dict[str, int]:
 def fitted_eagle_head(target: FrozenTarget) -> EagleHead:
     """An EAGLE-1/2 head whose drafts are accepted at a real rate, without a training run: its decoder layer
     keeps its random initialisation (so attention, RoPE and the KV cache take part) and fc is the ridge
-    regression from (embedding of token t+1, target feature t) to feature t+1 over other prompts of the eval's
-    set than the ones decoded. Its top-1 agreement with the target is ~0.2-0.45 on the tiny targets, so a
-    loader that builds it differently changes the counts. The early-exit EAGLE head used before proposed the
-    token just emitted, almost never accepted, so vLLM's NaN attention biases (train/export_formats/eagle1.py)
-    left its counts equal to ours: 0 = 0."""
+    regression from (embedding of token t+1, target feature t) to feature t+1 over 100 chat-templated
+    dialogues of the shipped training corpus. It drafts 5 accepted of 30 on the prompts decoded here (both
+    tiny targets), so a loader that builds it differently changes the counts. The early-exit EAGLE head used
+    before proposed the token just emitted, almost never accepted, so vLLM's NaN attention biases
+    (train/export_formats/eagle1.py) left its counts equal to ours: 0 = 0."""
     tok = target.tokenizer
-    decoded = {p.id for p in load_prompts(PromptsConfig(num_prompts=NUM_PROMPTS), tok).prompts}
+    rows = [json.loads(line) for line in gzip.open(DIALOGUES, "rt")]
     inputs, outputs = [], []
-    for prompt in load_prompts(PromptsConfig(num_prompts=24), tok).prompts:
-        if prompt.id in decoded:
-            continue
-        ids = torch.tensor([prompt.input_ids])
+    for row in rows[:: len(rows) // 100][:100]:
+        text = tok.apply_chat_template(row["messages"], tokenize=False)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
         feats = target.features(ids).hidden[0]
         inputs.append(torch.cat([target.embed(ids)[0, 1:], feats[:-1]], dim=-1))
         outputs.append(feats[1:])
     x, y = torch.cat(inputs).double(), torch.cat(outputs).double()
     w = torch.linalg.solve(x.T @ x + 0.1 * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
     torch.manual_seed(0)
-    head = EagleHead(
-        EagleHeadConfig(
-            **head_dims(target), vocab_size=target.vocab_size, first_layer_input_norm=False, fc_bias=False
-        )
+    cfg = EagleHeadConfig(
+        **head_dims(target), vocab_size=target.vocab_size, first_layer_input_norm=False, fc_bias=False
     )
+    head = EagleHead(cfg)
     head.fc.weight.copy_(w.T.float())
     return head.eval()
 
@@ -146,7 +144,7 @@ def our_export(arch: str, target: FrozenTarget, out: Path, fitted: bool = False)
 def our_engine(draft: Path, target: FrozenTarget, out: Path, temperature: float = 0.0) -> list[dict]:
     cfg = to_eval_config(
         {"target": {"name_or_path": target.name_or_path}, "draft_path": str(draft), "mode": "chain",
-         "draft_length": K, "prompts": {"num_prompts": NUM_PROMPTS}, "max_new_tokens": 10, "batch_sizes": [1],
+         "draft_length": K, "prompts": {"num_prompts": 2}, "max_new_tokens": 10, "batch_sizes": [1],
          "temperature": temperature, "logger": {"name": "none"}, "progress": False, "output_dir": str(out)}
     )  # fmt: skip
     return evaluate(cfg, target=target).records
