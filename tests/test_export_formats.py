@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import TINY_LLAMA
@@ -40,7 +41,8 @@ def _randomize(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def build(kind: str, target: FrozenTarget) -> torch.nn.Module:
     if kind == "eagle":
-        return _randomize(EagleHead(EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=False)))
+        cfg = EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=False, fc_bias=False)
+        return _randomize(EagleHead(cfg))
     if kind in ("eagle3", "scylla", "eagle3-draftforge", "eagle3-speculators-defaults"):
         cfg = Eagle3HeadConfig(
             **DIMS, vocab_size=V, draft_vocab_size=DV, feature_layers=[1, 2, 3],
@@ -147,6 +149,22 @@ def test_eagle_layout_needs_no_layer0_input_norm(target: FrozenTarget, tmp_path:
     head = EagleHead(EagleHeadConfig(**DIMS, vocab_size=V))  # our default: layer 0 keeps its input norm
     with pytest.raises(ExportError, match=r"layers\.0\.input_layernorm\.weight"):
         export_draft(our_export(head, target, tmp_path / "ours"), "eagle", tmp_path / "x")
+
+
+def test_eagle_layout_refuses_a_fc_bias_and_writes_bias_false(target: FrozenTarget, tmp_path: Path) -> None:
+    """vLLM and SGLang read config "bias" as attention biases (train/export_formats/eagle1.py): a non-zero fc
+    bias cannot be written exactly; a zero one is dropped and "bias" is false for every loader."""
+    head = _randomize(EagleHead(EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=False)))
+    with pytest.raises(ExportError, match=r"fc\.bias is non-zero.*draft\.fc_bias=false"):
+        export_draft(our_export(head, target, tmp_path / "biased"), "eagle", tmp_path / "x")
+    with torch.no_grad():
+        head.fc.bias.zero_()
+    folder = export_draft(our_export(head, target, tmp_path / "zero"), "eagle", tmp_path / "y")
+    assert json.loads((folder / "config.json").read_text())["bias"] is False
+    assert "fc.bias" not in load_file(str(folder / "model.safetensors"))
+    back, _ = load_draft(import_draft(folder, tmp_path / "back"))
+    assert back.fc.bias is None
+    torch.testing.assert_close(logits(back, target), logits(head, target), rtol=0, atol=0)
 
 
 def test_readme_card_has_provenance_and_tau_from_sibling_eval(target: FrozenTarget, tmp_path: Path) -> None:

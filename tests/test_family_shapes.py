@@ -143,7 +143,7 @@ def test_pretrain_export_import_eval(family, small_corpus: Path, tmp_path: Path,
     eagle_cfg = EagleHeadConfig(
         hidden_size=c.hidden_size, intermediate_size=c.intermediate_size, num_heads=heads,
         num_kv_heads=c.num_key_value_heads, head_dim=c.hidden_size // heads, vocab_size=target.vocab_size,
-        first_layer_input_norm=False, **rope,
+        first_layer_input_norm=False, fc_bias=False, **rope,
     )  # fmt: skip
     torch.manual_seed(0)
     eagle = EagleHead(eagle_cfg)

@@ -25,7 +25,8 @@ class DraftConfig:
     # eagle3/scylla, layout=eagle3 only: speculators' default EAGLE-3 layout (both true there; vLLM loads both)
     norm_before_residual: bool = False  # layer 0's residual is the normed feature, not the raw one
     norm_before_fc: bool = False  # one RMSNorm over the fused target features before fc
-    first_layer_input_norm: bool = False  # eagle: False = the original EAGLE-1/2 layout (what vLLM/EAGLE load)
+    first_layer_input_norm: bool = False  # eagle: False = the original EAGLE-1/2 layout (engines load it)
+    fc_bias: bool = False  # eagle: fc has a bias; False = what vLLM/SGLang load (true: not servable)
     draft_vocab_size: int | None = None  # eagle3/scylla: reduced LM-head vocabulary; None = the target's
     vocab_path: str | None = None  # eagle3/scylla: d2t/t2d map (python -m data.draft_vocab); None = build
     ttt_steps: int = 1  # eagle3/scylla: training-time-test unroll depth (1 = no unrolling)

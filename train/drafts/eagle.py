@@ -22,6 +22,7 @@ def build(cfg: DraftConfig, target: FrozenTarget, ctx: BuildContext) -> nn.Modul
             vocab_size=target.vocab_size,
             architecture=cfg.name,
             first_layer_input_norm=cfg.first_layer_input_norm,
+            fc_bias=cfg.fc_bias,
         )
     )
 
@@ -40,6 +41,7 @@ SPEC = register(
                 "num_kv_heads",
                 "feature_noise",
                 "first_layer_input_norm",
+                "fc_bias",
             }
         ),
         frozen_shared_params=embedding_and_lm_head,  # reads the embedding, decodes with the LM head

@@ -1,13 +1,18 @@
-"""EAGLE-1/2 heads in the original EAGLE checkpoint layout.
+"""EAGLE-1/2 heads in the original EAGLE checkpoint layout, written bias-free (the form all loaders read alike).
 
 Defined by: SafeAILab/EAGLE `eagle/model/cnets1.py` (Model: fc = Linear(2H, H, bias=config["bias"], default
 True) on cat(embedding, feature); layers.{i} = LlamaDecoderLayer where layer 0 has NO input_layernorm;
 embed_tokens loaded from the base model) and `ea_model.py` (reads "bias" from config.json); read at commit
-2174a79. Loaded as is by SGLang `models/llama_eagle.py` (fc bias=getattr(config, "bias", False), layer 0
-input_layernorm replaced by identity). vLLM `models/llama_eagle.py` (read 2025) builds fc WITHOUT bias, so
-it loads this folder exactly only when fc.bias is zero; the card says so.
-Layout: config.json (Llama fields, architectures ["LlamaForCausalLM"], "bias") + model.safetensors with
-fc.weight, fc.bias, layers.{i}.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, post_attention_layernorm,
+2174a79. vLLM 0.32 `model_executor/models/llama_eagle.py:110` builds fc with bias=False, and its decoder
+layer (`models/llama.py:268-271`) reads the SAME "bias" key as attention biases (`attention_bias =
+config.attention_bias or config.bias`): q/k/v/o_proj get biases that no EAGLE checkpoint has, left as
+uninitialised memory (NaN here) without an error, so every proposal is token 0 (0 of 1,794 drafted tokens
+accepted). SGLang's `models/llama.py` LlamaDecoderLayer has the same line, under its llama_eagle.py fc
+(bias=config.bias). "bias": true is thus read three ways; "bias": false means one thing to all three (fc
+and attention without bias) and is what we write: a non-zero fc bias is refused (train with
+draft.fc_bias=false, the default), a zero one is dropped.
+Layout: config.json (Llama fields, architectures ["LlamaForCausalLM"], "bias": false) + model.safetensors with
+fc.weight, layers.{i}.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, post_attention_layernorm,
 input_layernorm (i > 0 only)}.weight. No LM head: EAGLE-1/2 use the target's.
 """
 
@@ -15,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from train.export_formats.card import vllm_commands
@@ -50,30 +54,31 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
         raise ExportError(
             f"{NAME}: head vocab_size {cfg.vocab_size} != target vocab_size {target.config.vocab_size}"
         )
-    sd = head.state_dict()
+    sd = dict(head.state_dict())
+    bias = sd.pop("fc.bias", None)
+    if bias is not None and bool(bias.any()):
+        raise ExportError(
+            f"{NAME}: fc.bias is non-zero (mean |b| {bias.abs().mean():.3g}); vLLM's EAGLE fc has no bias and "
+            'vLLM and SGLang read config "bias": true as attention biases the checkpoint lacks (uninitialised '
+            "weights, silently). Train with draft.fc_bias=false (the default) to export this format"
+        )
     refuse_unknown(sd, {k for k in sd if k.startswith(("fc.", "layers."))}, NAME)
-    write_tensors(out / "model.safetensors", cast(dict(sd), DTYPES[dtype]))
+    write_tensors(out / "model.safetensors", cast(sd, DTYPES[dtype]))
     config = {
         "architectures": ["LlamaForCausalLM"],
         **llama_layer_fields(cfg, target, dtype),
-        "bias": True,
+        "bias": False,  # explicit: the EAGLE repo's default is True (see the module docstring)
         "pretraining_tp": 1,  # cnets1.py reads it in every projection
         "tie_word_embeddings": False,
     }
     write_json(out / "config.json", config)
-    zero_bias = bool((head.fc.bias == 0).all())
     return [
         "```bash",
         f"python -m sglang.launch_server --model {target.path} --speculative-algorithm EAGLE \\",
         f"    --speculative-draft-model-path {out}",
         "```",
         "Also loads in the SafeAILab EAGLE repo (`EaModel.from_pretrained(..., ea_model_path=...)`).",
-        "vLLM (`method: eagle`) builds fc without a bias: "
-        + (
-            "fc.bias is zero here, so it loads exactly:"
-            if zero_bias
-            else "this head's fc.bias is non-zero, so vLLM would drop it; use SGLang. (Not exact:)"
-        ),
+        "vLLM (`method: eagle`):",
         *vllm_commands(target.path, out, "eagle", int(meta.get("speculative_tokens") or 3)),
     ]
 
@@ -103,9 +108,9 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
         rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
         vocab_size=int(c.get("vocab_size", 0)),
         first_layer_input_norm="layers.0.input_layernorm.weight" in raw,
+        # The tensors say it: EAGLE-repo checkpoints (config "bias" true or absent) carry fc.bias, ours do not.
+        fc_bias="fc.bias" in raw,
     )
-    # A checkpoint trained with bias=False has no fc.bias: a zero bias computes exactly the same thing.
-    raw.setdefault("fc.bias", torch.zeros(h))
     head = EagleHead(cfg)
     missing, unexpected = head.load_state_dict({k: v.float() for k, v in raw.items()}, strict=False)
     if missing or unexpected:

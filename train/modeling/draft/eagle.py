@@ -34,6 +34,10 @@ class EagleHeadConfig:
     # False = the original EAGLE-1/2 layout (SafeAILab/EAGLE cnets1.py): layer 0 has no input_layernorm, since
     # fc's output is already the fused input; needed to export to / import from that layout exactly.
     first_layer_input_norm: bool = True
+    # True = fc has a bias (our earlier default; what old exports without this key were trained with). False is
+    # what engines load: vLLM's llama_eagle.py fc has no bias, and SGLang and vLLM read config.json's "bias",
+    # the EAGLE repo's fc-bias switch, as attention biases too (see train/export_formats/eagle1.py).
+    fc_bias: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,8 +52,7 @@ class EagleHead(nn.Module):
         super().__init__()
         self.config = config
         h = config.hidden_size
-        # The bias lets the fused projection shift features whose scale differs from embeddings'.
-        self.fc = nn.Linear(2 * h, h, bias=True)
+        self.fc = nn.Linear(2 * h, h, bias=config.fc_bias)
         self.layers = nn.ModuleList(
             DecoderLayer(
                 h,
