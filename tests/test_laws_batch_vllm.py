@@ -1,7 +1,7 @@
 """The batch axis as vLLM serves the draft: a small real run through real vLLM (its own environment) and our
 engine, whose records must be complete, resumable and readable by the planner.
 
-Skipped, saying why, when no vLLM python is configured (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py
+The real run is skipped, saying why, when no vLLM python is configured (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py
 is. Four vLLM builds (target alone and with the draft, for k = 1 and 2) on 4 prompts x 8 new tokens. Three
 batch sizes, not two: a law of speed-up against ln(B) needs three points to be fitted (and then judged).
 """
@@ -17,7 +17,7 @@ import pytest
 
 from eval.compare import trainable_params
 from eval.laws.batch_vllm import main
-from eval.laws.batch_vllm_report import RECORDS, shape
+from eval.laws.batch_vllm_report import JOB_FILE, RECORDS, report, shape
 from eval.laws.joint import fit_joint
 from eval.plan import main as plan_main
 from eval.vllm_backend.runner import ENV_VAR
@@ -26,7 +26,7 @@ from tests.test_vllm_engine import our_export
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-pytestmark = pytest.mark.skipif(
+needs_vllm = pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
     reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)'; .ci/run builds it)",
 )
@@ -45,13 +45,14 @@ def sweep_laws(depth: int, params: float, path: Path) -> Path:
     return path
 
 
+@needs_vllm
 def test_vllm_batch_axis_records_are_complete_and_plannable(tmp_path: Path, capsys) -> None:
     target = FrozenTarget.load(str(TINY_LLAMA))
     export = our_export("scylla", target, tmp_path / "scylla")  # an early-exit head: acceptance well above 0
     params = float(trainable_params(export))
     laws = sweep_laws(2, params, tmp_path / "sweep-laws.json")
     out = tmp_path / "batch-vllm"
-    argv = [str(export), "--out", str(out), "--ks", *map(str, KS), "--batch-sizes", *map(str, BATCH_SIZES),
+    argv = [str(export), "--out", str(out), "--ks", ",".join(map(str, KS)), "--batch-sizes", ",".join(map(str, BATCH_SIZES)),
             "--laws", str(laws), "--boot", "50", "prompts.num_prompts=4", "max_new_tokens=8", "cpu_threads=1"]  # fmt: skip
     main(argv)  # the backend raises unless vLLM's greedy outputs equal its target-alone outputs
     rec = json.loads((out / RECORDS).read_text())
@@ -100,3 +101,49 @@ def test_vllm_batch_axis_records_are_complete_and_plannable(tmp_path: Path, caps
     plan_main([str(out / "laws.json"), "--compute", "1e13", "--batch", "2", "--depths", "2"])
     planned = capsys.readouterr().out
     assert "costs measured at batch 2" in planned and "chain-k" in planned, planned
+
+
+def write_run(root: Path, k: int, tau: float, speed: dict[int, float], draft: Path) -> None:
+    """k's folder as eval.vllm_backend writes it: both engines' tokens/s per batch size (target alone 100*B)."""
+    rows = [{"engine": e, "batch_size": b, "mean_accepted_length": tau, **{f"acceptance_at_{i + 1}": 0.5 for i in range(k)},
+             "spec_tokens_per_s": 100.0 * b * s, "baseline_tokens_per_s": 100.0 * b}
+            for e in ("draftforge", "vllm") for b, s in speed.items()]  # fmt: skip
+    (root / f"k{k}").mkdir(parents=True)
+    report_json = {"draft": str(draft), "served": "s", "method": "eagle3", "rows": rows, "failures": [],
+                   "check": "greedy", "tokens_per_s_note": "n", "vllm_build_s": {}}  # fmt: skip
+    (root / f"k{k}" / "vllm_compare.json").write_text(json.dumps(report_json))
+    (root / f"k{k}" / JOB_FILE).write_text(json.dumps({"overrides": [f"draft_length={k}"]}))
+
+
+def test_best_k_falls_with_batch_and_the_planner_gets_the_measured_speedups(tmp_path: Path, capsys) -> None:
+    """Long chains pay at batch 1 and lose at batch 64 (verifying k extra tokens per row stops being free)."""
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    (draft / "config.json").write_text(json.dumps({"head": {"num_layers": 2}}))
+    root = tmp_path / "out"
+    write_run(root, 1, 1.6, {1: 1.3, 8: 1.2, 64: 1.0}, draft)
+    write_run(root, 3, 2.2, {1: 1.8, 8: 1.3, 64: 0.7}, draft)
+    (root / "tree-anchor").mkdir()
+    (root / "tree-anchor" / "results.json").write_text(
+        json.dumps({"by_batch_size": {"1": {"all": {"tau": 2.5}}}})
+    )
+    laws = sweep_laws(2, 1e6, tmp_path / "sweep-laws.json")
+    rec = report(root, [1, 3], [1, 8, 64], laws, n_boot=50)
+    assert rec["best_k"]["vllm"] == {"1": 3, "8": 3, "64": 1}
+    fit = rec["fits"]["vllm"]["best_k"]["forms"]["log_linear"]
+    assert fit["params"]["b"] < 0 and fit["n_points"] == 3
+    assert rec["fits"]["vllm"]["chain-k3"]["forms"]["log_linear"]["params"]["b"] == pytest.approx(
+        np.polyfit(np.log([1, 8, 64]), [1.8, 1.3, 0.7], 1)[0]
+    )
+    capsys.readouterr()
+    plan_main([str(root / "laws.json"), "--compute", "1e13", "--batch", "64", "--depths", "2"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "chain-k" in ln]
+    # At the measured depth the planner's tau * base / (draft + verify) is the measured speed-up, scaled
+    # by the law's tau over the anchor's (2.5) as for every shape.
+    assert "chain-k1" in lines[0], lines
+    row = rec["batch"][2]["shapes"]
+    for k, measured in ((1, 1.0), (3, 0.7)):
+        s = row[shape(k)]
+        assert s["tau"] * rec["batch"][2]["baseline_step_ms"] / (
+            s["draft_ms"] + s["verify_ms"]
+        ) == pytest.approx(measured)

@@ -1,4 +1,4 @@
-"""`python -m eval.laws.batch_vllm <draft export> --out DIR [--ks 1 2 3 4] [--batch-sizes 1 2 ... 64]
+"""`python -m eval.laws.batch_vllm <draft export> --out DIR [--ks 1,2,3,4] [--batch-sizes 1,2,4,...,64]
 [--laws laws.json] [eval overrides]`: the batch-size axis of the laws as vLLM serves the draft.
 
 For each draft length k, one `python -m eval engine=vllm mode=chain draft_length=k batch_sizes=[...]` run
@@ -101,20 +101,25 @@ def finished_anchor(out: Path, overrides: list[str]) -> bool:
     )
 
 
+def ints(text: str) -> list[int]:
+    """ "1,2,4": comma-separated, so that eval overrides after the option are not taken for more values."""
+    return [int(x) for x in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m eval.laws.batch_vllm", description=__doc__.split("\n\n")[0])
     p.add_argument("draft", type=Path, help="a draftforge export (eagle3/scylla: served as an EAGLE-3 chain)")
     p.add_argument("--out", type=Path, required=True, help="one folder per k, the report, batch_vllm.json")
     p.add_argument(
-        "--ks", type=int, nargs="+", default=list(KS), help="draft lengths (vLLM num_speculative_tokens)"
+        "--ks", type=ints, default=list(KS), help="draft lengths (vLLM num_speculative_tokens): 1,2,3,4"
     )
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    p.add_argument("--batch-sizes", type=ints, default=list(BATCH_SIZES), help="e.g. 1,2,4,8,16,32,64")
     p.add_argument("--laws", type=Path, help="a sweep's laws.json: also write OUT/laws.json with these costs")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the speed-up fits")
     p.add_argument(
         "overrides", nargs="*", help="eval overrides, e.g. prompts.num_prompts=64 max_new_tokens=24"
     )
-    args = p.parse_intermixed_args(argv)  # the eval overrides may follow the options
+    args = p.parse_intermixed_args(argv)  # eval overrides may come after the options
     draft = args.draft.resolve()
     for k in args.ks:
         run_k(draft, k, args.batch_sizes, args.overrides, args.out)

@@ -149,6 +149,9 @@ def report(
     best_k = {e: {str(r["batch_size"]): int(r["best_shape"].removeprefix("chain-k")) for r in t}
               for e, t in tables.items()}  # fmt: skip
     lines.append("best k per batch size: " + "; ".join(f"{e} {best_k[e]}" for e in ENGINES))
+    lines.append(
+        f"tree anchor: our engine's default tree, batch 1, tau {tree_tau:.3f} (the planner scales by it)"
+    )
     records = {
         "draft": first["draft"], "served": first["served"], "method": first["method"], "depth": depth,
         "ks": ks, "batch_sizes": batch_sizes,
