@@ -1,9 +1,10 @@
 """The batch axis as vLLM serves the draft: a small real run through real vLLM (its own environment) and our
 engine, whose records must be complete, resumable and readable by the planner.
 
-The real run is skipped, saying why, when no vLLM python is configured (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py
-is. Four vLLM builds (target alone and with the draft, for k = 1 and 2) on 4 prompts x 8 new tokens. Three
-batch sizes, not two: a law of speed-up against ln(B) needs three points to be fitted (and then judged).
+The real run is skipped, saying why, when no vLLM python is configured (DRAFTFORGE_VLLM_PYTHON), as
+tests/test_vllm_engine.py is. Four vLLM builds (target alone and with the draft, for k = 1 and 2) on 4 prompts
+x 8 new tokens. Three batch sizes, not two: a law of speed-up against ln(B) needs three points to be fitted.
+The report itself (best k, fits, the planner's rows) is also tested without vLLM, on written inputs.
 """
 
 from __future__ import annotations
