@@ -60,10 +60,13 @@ REAL_CONFIGS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 HEAD_DIM = 16  # shrunk width: every family keeps its query:key-value head ratio at this head size
+VLLM_HEAD_DIM = (
+    64  # vLLM's CPU attention has no kernel for head_dim 16 ("Unsupported CPU attention configuration")
+)
 NUM_LAYERS = 4  # enough for EAGLE-3's low / middle / high feature layers (1, 2, 3)
 
 
-def shrunk_config(name: str, tokenizer_ids: dict[str, int]) -> dict[str, Any]:
+def shrunk_config(name: str, tokenizer_ids: dict[str, int], head_dim: int = HEAD_DIM) -> dict[str, Any]:
     """The real config with depth and width cut down; vocabulary, rope, bias and tying untouched."""
     real = REAL_CONFIGS[name]
     ratio = real["num_attention_heads"] // real["num_key_value_heads"]
@@ -71,21 +74,21 @@ def shrunk_config(name: str, tokenizer_ids: dict[str, int]) -> dict[str, Any]:
     heads = kv_heads * ratio
     cfg = {
         **real,
-        "hidden_size": heads * HEAD_DIM,
-        "intermediate_size": 2 * heads * HEAD_DIM,
+        "hidden_size": heads * head_dim,
+        "intermediate_size": 2 * heads * head_dim,
         "num_hidden_layers": NUM_LAYERS,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         **tokenizer_ids,  # special-token ids of the stand-in tokenizer, not the real one's
     }
     if "head_dim" in real:
-        cfg["head_dim"] = HEAD_DIM
+        cfg["head_dim"] = head_dim
     if "max_window_layers" in real:
         cfg["max_window_layers"] = NUM_LAYERS
     return cfg
 
 
-def build_family_target(name: str, out: Path, seed: int = 0) -> Path:
+def build_family_target(name: str, out: Path, seed: int = 0, head_dim: int = HEAD_DIM) -> Path:
     """A target folder (config.json as published, random weights, the shipped tokenizer) at `out`."""
     tok = AutoTokenizer.from_pretrained(EMBEDDED / "tokenizer")
     ids = {
@@ -93,7 +96,7 @@ def build_family_target(name: str, out: Path, seed: int = 0) -> Path:
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id,
     }
-    config_json = shrunk_config(name, ids)
+    config_json = shrunk_config(name, ids, head_dim)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_json, indent=2))
     torch.manual_seed(seed)
