@@ -61,3 +61,27 @@ def test_fit_cli_writes_laws_the_planner_reads(tmp_path, capsys) -> None:
         assert (root / name).stat().st_size > 0
     rows = tokens_for_tau(Laws.from_json(laws), 2.5, [1, 2, 4, 8])
     assert rows and all(r["tokens"] > 0 for r in rows)
+
+
+def test_min_tokens_leaves_a_warmup_out_of_the_fits(tmp_path, capsys) -> None:
+    """A tokens curve that is flat for its first budgets (a warm-up) and log-linear after: fitted over every
+    budget, the law misses the largest one; with --min-tokens above the warm-up it recovers the slope and
+    predicts the largest budget, and the left-out budgets are named."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "warm"
+    budgets = (12_500, 25_000, 50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000)
+    for t in budgets:
+        tau = 1.3 if t < 100_000 else 1.3 + 0.5 * np.log(t / 100_000)
+        append_record(root, _record("tokens", 2, t, 1, tau + rng.normal(0, 0.01), {}))
+    laws_main([str(root), "--boot", "200", "--no-wandb"])
+    capsys.readouterr()
+    every = json.loads((root / "laws.json").read_text())
+    assert not every["holdout_largest_budget"]["within_10pct"]
+    laws_main([str(root), "--boot", "200", "--no-wandb", "--min-tokens", "100000"])
+    out = capsys.readouterr().out
+    assert "left out as warm-up: 12,500, 25,000, 50,000" in out
+    laws = json.loads((root / "laws.json").read_text())
+    assert laws["warmup_budgets_excluded"] == [12_500, 25_000, 50_000]
+    assert laws["holdout_largest_budget"]["within_10pct"]
+    slope = laws["laws"]["tokens"]["forms"]["log_linear"]["params"]["b"]
+    assert abs(slope - 0.5) < 0.03

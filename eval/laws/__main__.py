@@ -1,7 +1,7 @@
-"""`python -m eval.laws outputs/sweeps/tiny [--metric t0/tree/tau] [--boot 1000]`: fit the sweep's results
-table; print every law's forms with R^2, leave-one-out error and 95 % bootstrap intervals, the joint law,
-the hold-out check and the batch-size table; write laws.json (read by `python -m eval.plan`) and law_*.png,
-and log them to W&B (group sweep-<name>) unless --no-wandb."""
+"""`python -m eval.laws outputs/sweeps/tiny [--metric t0/tree/tau] [--boot 1000] [--min-tokens N]`: fit the
+sweep's results table; print every law's forms with R^2, leave-one-out error and 95 % bootstrap intervals, the
+joint law, the hold-out check and the batch-size table; write laws.json (read by `python -m eval.plan`) and
+law_*.png, and log them to W&B (group sweep-<name>) unless --no-wandb."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("sweep_dir", type=Path, help="a sweep's output folder (holds results.jsonl)")
     p.add_argument("--metric", default="t0/tree/tau", help="what the tokens and capacity laws fit")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--min-tokens", type=float, default=0,
+                   help="tokens-axis budgets below this are left out of the fits (a warm-up)")  # fmt: skip
     p.add_argument("--no-wandb", action="store_true")
     args = p.parse_args(argv)
     records = read_table(args.sweep_dir)
     if not records:
         raise SystemExit(f"{args.sweep_dir}: no results.jsonl records (run the sweep first)")
-    laws = fit_laws(records, args.metric, args.boot)
+    laws = fit_laws(records, args.metric, args.boot, args.min_tokens)
     plots = write_plots(laws, args.sweep_dir)
     laws.pop("_fits")
     (args.sweep_dir / LAWS_JSON).write_text(json.dumps(laws, indent=1) + "\n")

@@ -51,9 +51,17 @@ def holdout(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
 
 
 def fit_laws(
-    records: list[dict[str, Any]], y_path: str = "t0/tree/tau", n_boot: int = 1000
+    records: list[dict[str, Any]], y_path: str = "t0/tree/tau", n_boot: int = 1000, min_tokens: float = 0
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"metric": y_path, "flops_formula": FLOPS_FORMULA, "laws": {}, "fits": {}}
+    """min_tokens: tokens-axis budgets below it are a warm-up left out of every fit (the tokens, joint and
+    per-position laws and the hold-out), as scaling-law fits leave out runs too short to be in the law's
+    regime; which budgets were left out is written to laws.json and printed."""
+    warmup = sorted(
+        {r["tokens_seen"] for r in records if r["axis"] == "tokens" and r["tokens_seen"] < min_tokens}
+    )
+    records = [r for r in records if not (r["axis"] == "tokens" and r["tokens_seen"] < min_tokens)]
+    out: dict[str, Any] = {"metric": y_path, "flops_formula": FLOPS_FORMULA, "laws": {}, "fits": {},
+                           "min_tokens": min_tokens, "warmup_budgets_excluded": warmup}  # fmt: skip
     fits: dict[str, Fit] = {}
     for law, (axis, x_field, _) in AXES.items():
         y_of = y_path if law != "batch" else y_path.rpartition("/")[0] + "/speedup"
@@ -108,6 +116,11 @@ def acceptance_fits(records: list[dict[str, Any]], n_boot: int) -> dict[str, Any
 
 def summary_lines(laws: dict[str, Any]) -> list[str]:
     lines = [f"metric: {laws['metric']} (tau = tokens per target forward, bonus counted)"]
+    if laws.get("warmup_budgets_excluded"):
+        left = ", ".join(f"{t:,.0f}" for t in laws["warmup_budgets_excluded"])
+        lines.append(
+            f"tokens budgets below --min-tokens {laws['min_tokens']:,.0f} left out as warm-up: {left}"
+        )
     for law, entry in laws["laws"].items():
         if "skipped" in entry:
             lines.append(f"{law}: skipped ({entry['skipped']})")
