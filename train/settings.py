@@ -25,6 +25,9 @@ class DraftConfig:
     # eagle3/scylla, layout=eagle3 only: speculators' default EAGLE-3 layout (both true there; vLLM loads both)
     norm_before_residual: bool = False  # layer 0's residual is the normed feature, not the raw one
     norm_before_fc: bool = False  # one RMSNorm over the fused target features before fc
+    # eagle3/scylla: layer 0 starts attending to the current position (k = q at init); the token just drafted
+    # reaches an eagle3-layout head only through that attention. Weights only: export/serving unchanged.
+    self_attend_init: bool = False
     first_layer_input_norm: bool = False  # eagle: False = the original EAGLE-1/2 layout (engines load it)
     fc_bias: bool = False  # eagle: fc has a bias; False = what vLLM/SGLang load (true: not servable)
     draft_vocab_size: int | None = None  # eagle3/scylla: reduced LM-head vocabulary; None = the target's

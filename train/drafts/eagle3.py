@@ -13,6 +13,7 @@ from train import distributed as dist
 from train.drafts.base import BuildContext, DraftSpec, embedding_params, register
 from train.modeling.draft.dims import attention_dims
 from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+from train.modeling.draft.layers import Attention
 from train.modeling.target import FrozenTarget
 from train.objectives.eagle3 import Eagle3Objective
 from train.settings import DraftConfig
@@ -40,6 +41,23 @@ def draft_vocab(cfg: DraftConfig, target: FrozenTarget, size: int, ctx: BuildCon
     return d2t
 
 
+def self_attend_init(attn: Attention) -> None:
+    """Start an attention layer attending to each position itself: every query head of a key/value group gets
+    the group's first query projection, doubled, and the group's key projection the same matrix, so a query
+    meets its own key with score 4 |W x|^2 (rotary cancels at equal positions) and others with 4 (W x).(W y).
+
+    Why: in the eagle3 layout the token being drafted from enters the head only through layer 0's attention,
+    which at a random init spreads over all past positions (about 1 % of its weight on the current one on the
+    tiny default); trained from there the head spends its first ~100k pretraining tokens learning to look at
+    its own token (eval/laws/RESULTS.md). Heads of a group start equal; o_proj's distinct columns split them."""
+    h, kv, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    with torch.no_grad():
+        q = attn.q_proj.weight.view(kv, h // kv, d, -1)
+        first = 2.0 * q[:, :1]  # (kv, 1, d, in)
+        q.copy_(first.expand_as(q))
+        attn.k_proj.weight.copy_(first.reshape(kv * d, -1))
+
+
 def build(cfg: DraftConfig, target: FrozenTarget, ctx: BuildContext) -> nn.Module:
     vocab = target.vocab_size
     size = cfg.draft_vocab_size or vocab
@@ -58,6 +76,8 @@ def build(cfg: DraftConfig, target: FrozenTarget, ctx: BuildContext) -> nn.Modul
             norm_before_fc=cfg.norm_before_fc,
         )
     )
+    if cfg.self_attend_init:
+        self_attend_init(head.layers[0].self_attn)
     if size < vocab:
         head.d2t.copy_(draft_vocab(cfg, target, size, ctx))
     # Start the head's LM head from the target's rows for its vocabulary: a far better start than random.
@@ -83,6 +103,7 @@ SPEC = register(
                 "layout",
                 "norm_before_residual",
                 "norm_before_fc",
+                "self_attend_init",
                 "draft_vocab_size",
                 "vocab_path",
                 "ttt_steps",

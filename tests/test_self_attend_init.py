@@ -1,0 +1,46 @@
+"""draft.self_attend_init: layer 0 of an EAGLE-3/Scylla head starts attending to each position itself.
+
+Checked by what attention does, not by the weights: when every query attends (almost) only to its own position,
+the layer's output at each position is o_proj of that position's own value; at a random init it is a mix of all
+earlier positions' values. Both the tiny targets' equal head counts and a grouped-query (GQA) head are covered.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train.drafts.eagle3 import self_attend_init
+from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+
+
+def _self_share(heads: int, kv_heads: int, init: bool) -> float:
+    """Mean cosine similarity, over positions 4.., between layer 0's attention output and o_proj(own value)."""
+    torch.manual_seed(0)
+    cfg = Eagle3HeadConfig(hidden_size=64, intermediate_size=128, num_heads=heads, num_kv_heads=kv_heads,
+                           head_dim=16, vocab_size=256, draft_vocab_size=256, feature_layers=[1, 2, 3],
+                           num_layers=2, layout="eagle3")  # fmt: skip
+    attn = Eagle3Head(cfg).layers[0].self_attn
+    if init:
+        self_attend_init(attn)
+    fused = torch.nn.functional.normalize(torch.randn(1, 24, 128), dim=-1) * 128**0.5  # RMS-normed inputs
+    pos = torch.arange(24)[None]
+    with torch.no_grad():
+        out = attn(fused, pos)
+        v = attn.v_proj(fused).view(1, 24, kv_heads, 16).repeat_interleave(heads // kv_heads, dim=2)
+        own = attn.o_proj(v.reshape(1, 24, -1))
+    return torch.nn.functional.cosine_similarity(out[0, 4:], own[0, 4:], dim=-1).mean().item()
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (4, 2)])
+def test_layer0_attends_to_its_own_position_after_the_init(heads: int, kv_heads: int) -> None:
+    assert _self_share(heads, kv_heads, init=True) > 0.9
+    assert _self_share(heads, kv_heads, init=False) < 0.7  # a random init mixes the past
+
+
+def test_the_switch_is_read_by_eagle3_and_scylla_only() -> None:
+    from train.drafts.base import unused_settings  # the registry's check of draft.* keys a spec never reads
+    from train.settings import DraftConfig
+
+    assert not unused_settings(DraftConfig(name="scylla", self_attend_init=True))
+    assert unused_settings(DraftConfig(name="eagle", self_attend_init=True)) == ["draft.self_attend_init"]
