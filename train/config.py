@@ -9,7 +9,7 @@ key the schema lacks is refused at the command line too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -92,8 +92,30 @@ def _check(cfg: TrainConfig) -> None:
     ):
         if value < 1:
             raise ConfigError(f"{key}={value}: must be >= 1")
+    gbs = cfg.train.global_batch_size
+    if gbs is not None and gbs < 1:
+        raise ConfigError(f"train.global_batch_size={gbs}: must be >= 1")
+    if gbs is not None and cfg.train.grad_accum != 1:
+        raise ConfigError(
+            f"train.global_batch_size={gbs} and train.grad_accum={cfg.train.grad_accum}: one number, two homes;"
+            " set only global_batch_size (accumulation is derived from it)"
+        )
     if not cfg.data.train_files and not cfg.data.hf_dataset:
         raise ConfigError("no training data: set data.train_files or data.hf_dataset")
+
+
+def with_world(cfg: TrainConfig, world: int) -> TrainConfig:
+    """`cfg` with grad_accum derived from train.global_batch_size on `world` ranks (unchanged when unset)."""
+    gbs, mbs = cfg.train.global_batch_size, cfg.train.micro_batch_size
+    if gbs is None:
+        return cfg
+    if gbs % (mbs * world):
+        fits = [n for n in range(1, gbs + 1) if gbs % (mbs * n) == 0]
+        raise ConfigError(
+            f"train.global_batch_size={gbs} is not a multiple of train.micro_batch_size={mbs} x {world} ranks;"
+            f" choose a micro-batch that divides it, or run on {fits or 'another number of'} ranks"
+        )
+    return replace(cfg, train=replace(cfg.train, grad_accum=gbs // (mbs * world)))
 
 
 def check_paths(cfg: TrainConfig) -> None:

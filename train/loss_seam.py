@@ -46,6 +46,7 @@ class LossSeam:
             cfg.data.shuffle_seed,
             self.lengths,
             cfg.data.group_by_length,
+            cfg.train.grad_accum,
         )
         self.rank, self.world = rank, world
         self.objective = objective_for(cfg)

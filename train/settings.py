@@ -72,6 +72,9 @@ class LoopConfig:
 
     micro_batch_size: int = 8  # sequences per rank per forward
     grad_accum: int = 1  # micro-batches per optimizer step
+    # Sequences per optimizer step over all ranks; when set, grad_accum = this / (micro_batch_size x ranks),
+    # so the same command keeps its batch (and sample order) on any world size (docs/elastic.md).
+    global_batch_size: int | None = None
     max_steps: int = 200  # optimizer steps
     # Stop once the draft has trained on this many target tokens (padding excluded, all ranks); replaces
     # max_steps, so stages and recipes can be given equal budgets whatever their batch shapes.

@@ -24,7 +24,7 @@ from data.tracking import make_logger
 from data.validate import DataValidationError
 from train import distributed as dist
 from train.checkpoint import TrainState, save_checkpoint, write_export
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig, with_world
 from train.draft_factory import build_draft
 from train.drafts import spec_for
 from train.engine import Engine
@@ -79,6 +79,7 @@ class Trainer:
         self.stop.install()
         self.device = dist.init(cfg.train.device, cfg.train.collective_timeout_s)
         self.rank, self.world = dist.rank(), dist.world_size()
+        cfg = with_world(cfg, self.world)  # grad_accum from train.global_batch_size, when set
         resuming = implied_resume(cfg)
         self.run_dir = Path(cfg.output_dir)
         _check_run_dir(resuming, self.run_dir)
@@ -345,9 +346,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             os._exit(stop.code)
         raise SystemExit(stop.code) from None
     except ResumeRefused as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        dist.print0(f"error: {err}", file=sys.stderr)  # every rank refuses alike: one line, from rank 0
+        if dist.world_size() > 1:
+            dist.barrier()
+            sys.stdout.flush()
+            os._exit(EXIT_RESUME_REFUSED)
         raise SystemExit(EXIT_RESUME_REFUSED) from None
-    except (DataValidationError, CacheMismatch) as err:
+    except (DataValidationError, CacheMismatch, ConfigError) as err:
         if dist.world_size() <= 1:
             raise  # train/__main__.py prints it and exits 2
         # Every rank reads the same data and fails the same way: rank 0 prints the one report, the others
