@@ -70,10 +70,16 @@ def train_command(overrides: list[str], nproc: int = 2, launcher: str = "torchru
 
 
 def run_train(
-    overrides: list[str], nproc: int = 2, check: bool = True, launcher: str = "torchrun"
+    overrides: list[str],
+    nproc: int = 2,
+    check: bool = True,
+    launcher: str = "torchrun",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     cmd = train_command(overrides, nproc, launcher)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"train exited {proc.returncode}\n--- stderr tail ---\n{proc.stderr[-4000:]}")
     return proc

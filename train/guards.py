@@ -13,7 +13,8 @@
 - Test-only fault injection: the loop calls `LoopHooks`, which do nothing; `loop_hooks()` installs
   `FaultInjection` instead when DRAFTFORGE_TEST_FAULTS (JSON) is set, e.g.
   `{"nan_loss": {"rank": 1, "steps": [3, 6]}, "save_error": {"rank": 1, "step": 4}}`; also `save_sleep`
-  ({"rank", "step", "seconds"}) and `step_sleep` (seconds). It exists so the tests can prove each guard
+  ({"rank", "step", "seconds"}), `step_sleep` (seconds) and `record_rows` (a path prefix: the blocks each
+  micro-batch read, per rank). It exists so the tests can prove each guard
   works on real 2-rank runs.
 """
 
@@ -25,6 +26,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -124,6 +126,9 @@ class LoopHooks:
     def after_step(self) -> None:
         """After every optimizer step."""
 
+    def micro_batch(self, rank: int, step: int, rows: Callable[[], Sequence[int]]) -> None:
+        """Before a micro-batch of optimizer step `step` (from 1); `rows()` gives the blocks it reads."""
+
     def during_save(self, rank: int, step: int) -> None:
         """After this rank wrote its checkpoint files, before the manifest."""
 
@@ -148,6 +153,14 @@ class FaultInjection(LoopHooks):
             raise RuntimeError(
                 f"injected save failure on rank {rank} at step {step} (DRAFTFORGE_TEST_FAULTS)"
             )
+
+    def micro_batch(self, rank: int, step: int, rows: Callable[[], Sequence[int]]) -> None:
+        """`record_rows` (a path prefix): one JSON line per micro-batch in <prefix>-rank<r>.jsonl, so a test can
+        compare the blocks every step read with the planned order."""
+        prefix = self.spec.get("record_rows")
+        if prefix:
+            with open(f"{prefix}-rank{rank}.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "rows": [int(r) for r in rows()]}) + "\n")
 
     def after_step(self) -> None:
         """`step_sleep` seconds after every step: slows a run so a test can signal it mid-way (no effect on

@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,7 @@ class Trainer:
         self.watchdog.arm()
         t_step = time.perf_counter()
         while st.step < self.plan.max_steps:
+            self.hooks.micro_batch(self.rank, st.step + 1, partial(self.seam.sampler.indices, st.micro_index))
             out = self.seam.forward_loss(self.engine, self.seam.train_batch(st.micro_index))
             st.micro_index += 1
             loss = self.hooks.loss(out.loss, self.rank, st.step + 1)
