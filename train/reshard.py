@@ -12,7 +12,9 @@ resume, in memory, from the files the run already wrote:
    leaves it behind); each rank overwrites the tensors of its own files with the full state's slices.
 3. The engine loads the template as if it had saved it, so DeepSpeed's own load path places every tensor.
 
-Every rank reads the old files memory-mapped, so a rank touches only the pages of the slices it needs.
+Cost: every rank reads the old files memory-mapped and holds the full fp32 state (12 bytes per trainable
+parameter: weights and two moments) in CPU memory during the conversion; the template adds one save and one
+load of the running layout. Measured times: docs/elastic.md.
 """
 
 from __future__ import annotations
@@ -342,7 +344,12 @@ def reshard_load(engine: Engine, folder: Path, saved_world: int, step: int, skip
     Returns the seconds the conversion took (read, template, fill, load)."""
     t0 = time.perf_counter()
     names = trainable_names(engine)
-    full = read_full_state(folder, saved_world, names)
+    try:
+        full = read_full_state(folder, saved_world, names)
+    except (KeyError, IndexError, TypeError, RuntimeError) as err:  # a layout this reader does not know
+        raise ReshardError(
+            f"{folder}: unexpected {saved_layout(folder)} checkpoint contents ({err!r})"
+        ) from None
     if not engine.use_deepspeed:
         load_into_torch(engine, full, names)
         return time.perf_counter() - t0
