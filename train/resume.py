@@ -98,7 +98,8 @@ def resume(
             seconds = reshard_load(engine, folder, saved_world, state.step, state.skipped_steps)
         except ReshardError as err:
             raise ResumeRefused(
-                f"cannot reshard {folder}: {err}; resume it on {saved_world} rank(s)"
+                f"cannot reshard {folder}: {err}; resume it as saved: {saved_world} rank(s), "
+                f"{_describe(old_layout)}"
             ) from None
         dist.print0(
             _changed_line(saved, identity, saved_world, world, old_layout, new_layout, seconds, state.step)
