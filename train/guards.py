@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from data.fingerprint import same_target_identity, target_identity
+
 RESUME_KEYS = ("tokenizer", "target", "draft_vocab", "world_size", "batch_size")
 
 
@@ -35,7 +37,7 @@ def resume_identity(
     """What must not change silently between a checkpoint and the run resuming from it."""
     return {
         "tokenizer": str(fingerprint.get("tokenizer_fingerprint")),
-        "target": f"{fingerprint.get('target')} ({fingerprint.get('target_fingerprint')})",
+        "target": target_identity(fingerprint),
         "draft_vocab": str(draft_vocab),
         "world_size": str(world),
         "batch_size": f"{micro_batch * grad_accum * world} sequences/step "
@@ -51,8 +53,13 @@ def resume_problems(saved: dict[str, str], current: dict[str, str], allowed: lis
     return [
         f"{key}: checkpoint {saved[key]}, now {current[key]}"
         for key in RESUME_KEYS
-        if key in saved and key not in allowed and saved[key] != current.get(key)
+        if key in saved and key not in allowed and not _same(key, saved[key], current.get(key))
     ]
+
+
+def _same(key: str, saved: str, current: str | None) -> bool:
+    # A target is known by its weights: the same weights at another path resume (data/fingerprint.py).
+    return same_target_identity(saved, current or "") if key == "target" else saved == current
 
 
 @dataclass
