@@ -81,6 +81,15 @@ def reachable_ids(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
     return out
 
 
+def never_emitted_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Special ids nothing can produce that a draft vocabulary must not keep: an unk the tokenizer's model
+    cannot emit, unless it is also bos/eos/pad or written by the chat template."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if not isinstance(unk, int) or unk_emittable(tokenizer):
+        return []
+    return [] if unk in reachable_ids(tokenizer) else [unk]
+
+
 def check_vocab(model: nn.Module, tokenizer: PreTrainedTokenizerBase, model_path: str, tok_path: str) -> None:
     """Refuse a tokenizer only when an id past the target's embedding can occur (it would index out of
     range mid-run); warn about an unk past it that the tokenizer can never emit."""

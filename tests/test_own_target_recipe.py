@@ -66,7 +66,7 @@ def test_the_recipe_line_runs_on_a_byte_level_bpe_target_autotokenizer_gives_an_
     env = {**shell_env(DRAFTFORGE_BUDGET_SCALE="0.01"), "MY_TARGET": str(target)}
     try:
         proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=1800)  # fmt: skip
+                              timeout=2700)  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     finally:
         regenerated.unlink(missing_ok=True)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from data.draft_vocab import maps_for
 from data.target_io import load_target, load_tokenizer
 from data.token_reach import UnreachableTokenWarning, check_vocab, reachable_ids, unk_emittable
 from tests.own_target import BPE_ROWS, build_bpe_target
@@ -29,6 +31,9 @@ def test_the_quirk_is_real(bpe_target: Path) -> None:
     assert (tok.unk_token, tok.unk_token_id, len(tok)) == ("<|endoftext|>", BPE_ROWS, BPE_ROWS + 1)
     assert not unk_emittable(tok)
     assert BPE_ROWS not in reachable_ids(tok)
+    # A draft vocabulary built for it leaves that id out, even when every other id is kept.
+    d2t, _, _ = maps_for(tok, np.ones(len(tok), dtype=np.int64), BPE_ROWS)
+    assert len(d2t) == BPE_ROWS and int(d2t.max()) == BPE_ROWS - 1
 
 
 def test_an_unk_a_byte_level_bpe_never_emits_is_warned_not_refused(bpe_target: Path) -> None:
