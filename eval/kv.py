@@ -41,11 +41,15 @@ def _is_hf(cache) -> bool:
 
 
 def truncate(cache, length: int) -> None:
-    """Keep the first `length` slots (views, no copy). transformers 5's `DynamicCache.crop(n)` takes MINUS the
-    number of slots to drop (a positive n is refused); tests/test_eval_kv_hf_api.py pins that convention."""
+    """Keep the first `length` slots (views, no copy). `DynamicCache.crop(-n)` drops the last n slots in every
+    transformers 5 release; a positive n is "keep n" before 5.2x and refused after, and `crop(0)` empties the
+    cache in 5.0 but is a no-op later, so only a strictly negative n is ever passed
+    (tests/test_eval_kv_hf_api.py pins this)."""
     have = cache_length(cache)
     if have < length:
         raise ValueError(f"cannot truncate a cache of {have} slots to {length}")
+    if have == length:
+        return
     if _is_hf(cache):
         cache.crop(length - have)
     else:

@@ -149,7 +149,7 @@ def test_eval_takes_the_recorded_target_and_refuses_another(tmp_path: Path) -> N
     got = use_recorded_target(cfg, set()).target
     assert (got.name_or_path, got.tokenizer) == (meta["target"], meta["tokenizer"])
     with pytest.raises(
-        ValueError, match=f"target.name_or_path={TINY_LLAMA}.*trained against {meta['target']}"
+        ValueError, match=f"target.name_or_path={TINY_LLAMA}.*trained against {meta['target']} and records no"
     ):
         use_recorded_target(cfg, {"target"})
     same = EvalConfig(target=TargetConfig(name_or_path=meta["target"]), draft_path=str(export))

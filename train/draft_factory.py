@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from data.fingerprint import check_fingerprint
+from data.fingerprint import check_target
 from train import distributed as dist
 from train.config import TrainConfig
 from train.drafts import BuildContext, spec_for
@@ -27,8 +27,7 @@ def _init_from(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
         raise ValueError(
             f"stage.init_from={path}: export is a {arch!r} draft, but draft.name={cfg.draft.name!r}"
         )
-    check_fingerprint(f"stage.init_from={path}: export", "target", meta.get("target_fingerprint"),
-                      fingerprint["target_fingerprint"], meta.get("target"), target.name_or_path)  # fmt: skip
+    check_target(f"stage.init_from={path}: export", meta, fingerprint)
     dist.print0(f"[train] initialised from {path} ({meta.get('stage')}, {meta.get('tokens_seen')} tokens)")
     return head
 

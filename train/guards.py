@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from data.fingerprint import same_target_identity, target_identity
+
 RESUME_KEYS = ("tokenizer", "target", "draft_vocab", "batch_size")
 # Accepted in resume_allow_changes for old command lines; a world-size change needs no permission any more.
 ALLOWED_NAMES = (*RESUME_KEYS, "world_size")
@@ -42,7 +44,7 @@ def resume_identity(
     """What must not change silently between a checkpoint and the run resuming from it."""
     return {
         "tokenizer": str(fingerprint.get("tokenizer_fingerprint")),
-        "target": f"{fingerprint.get('target')} ({fingerprint.get('target_fingerprint')})",
+        "target": target_identity(fingerprint),
         "draft_vocab": str(draft_vocab),
         "world_size": str(world),
         "batch_size": f"{micro_batch * grad_accum * world} sequences/step "
@@ -67,6 +69,8 @@ def batch_factors(batch_size: str) -> tuple[int, int, int]:
 def _same(key: str, old: str, new: str | None) -> bool:
     if key == "batch_size" and new is not None:
         return global_batch(old) == global_batch(new)  # the factors may differ: the batch is the same
+    if key == "target":  # a target is known by its weights: the same weights at another path resume
+        return same_target_identity(old, new or "")
     return old == new
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from data.fingerprint import check_fingerprint
+from data.fingerprint import check_target
 from eval.drafters.base import CHAIN, TREE, Drafter, DraftSettings, DraftTree, NoDrafter
 from eval.drafters.dense import DenseDrafter, load_dense
 from eval.drafters.eagle import EagleDrafter, random_eagle_head
@@ -62,10 +62,8 @@ def _check_export(path: str, head: nn.Module, meta: dict[str, Any], target: Froz
     hidden = getattr(head.config, "hidden_size", target.hidden_size)
     if hidden != target.hidden_size:
         raise ValueError(f"{path}: draft hidden size {hidden} != target hidden size {target.hidden_size}")
-    have = target.fingerprint()["target_fingerprint"]
     try:
-        check_fingerprint(f"draft {path}", "target", meta.get("target_fingerprint"), have, meta.get("target"),
-                          target.name_or_path)  # fmt: skip
+        check_target(f"draft {path}", meta, target.fingerprint())
     except ValueError as err:  # eval may measure a draft on another target: say so, do not refuse
         warnings.warn(f"{err}: acceptance measures transfer, not the draft as trained", stacklevel=3)
 

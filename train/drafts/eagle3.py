@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.draft_vocab import build_maps, load_vocab, save_vocab
+from data.draft_vocab import load_vocab, maps_for, save_vocab
 from train import distributed as dist
 from train.drafts.base import BuildContext, DraftSpec, embedding_params, register
 from train.modeling.draft.dims import attention_dims
@@ -33,7 +33,7 @@ def draft_vocab(cfg: DraftConfig, target: FrozenTarget, size: int, ctx: BuildCon
             raise ValueError(f"draft.vocab_path={cfg.vocab_path} has {len(d2t)} tokens, expected {size}")
         return d2t
     # Counted over the tokens the draft is trained to predict (the loss mask), in the run's own data.
-    d2t, t2d, coverage = build_maps(ctx.token_counts(), size, tok.all_special_ids)
+    d2t, t2d, coverage = maps_for(tok, ctx.token_counts(), size)
     out = Path(ctx.output_dir) / "draft_vocab.safetensors"
     if dist.is_main():
         save_vocab(out, d2t, t2d, tok, {"size": size, "coverage": f"{coverage:.6f}"})

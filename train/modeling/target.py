@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from data.fingerprint import model_fingerprint, tokenizer_fingerprint
+from data.fingerprint import target_fingerprints, tokenizer_fingerprint
 from data.target_io import ATTENTION, DTYPES, load_target, resolve_tokenizer
 
 
@@ -81,7 +81,7 @@ class FrozenTarget(nn.Module):
     def fingerprint(self) -> dict[str, str]:
         return {
             "target": self.name_or_path,
-            "target_fingerprint": model_fingerprint(self.model),
+            **target_fingerprints(self.name_or_path, self.model),  # by weights, and the old probe
             "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
             "tokenizer": resolve_tokenizer(self.name_or_path, self.tokenizer_path),
         }
