@@ -167,7 +167,7 @@ def _hf_batches(
         torch.manual_seed(seed)
         sample = job.temperature > 0
         t0 = time.perf_counter()
-        # generate applies TemperatureLogitsWarper + TopPLogitsWarper: eval.sampling builds the same pair.
+        # generate applies TemperatureLogitsWarper + TopPLogitsWarper: train.decoding.sampling builds the same pair.
         rows = model.generate(
             input_ids=ids,
             attention_mask=attn,

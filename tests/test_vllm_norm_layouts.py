@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from eval.vllm_backend.runner import ENV_VAR, SPECULATORS_PROBE, run_script
 from tests.conftest import TINY_LLAMA, run_train, short_run_overrides
+from train.drafts.io import load_draft
 from train.export import export_draft
-from train.modeling.draft.io import load_draft
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")

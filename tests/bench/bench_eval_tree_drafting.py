@@ -26,16 +26,16 @@ from data.embedded_paths import TINY_LLAMA_DIR
 from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.drafters import DraftSettings
-from eval.drafters.dense import DenseDrafter, load_dense
 from eval.engine import Engine
 from eval.prompts import load_prompts
+from train.drafts.dense.drafter import DenseDrafter, load_dense
 from train.modeling.target import TargetConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def drafter_at(ref: str) -> type:
-    """DenseDrafter as it was at git revision `ref`, with that revision's tree search (eval.drafters.trees);
+    """DenseDrafter as it was at git revision `ref`, with that revision's tree search (train.decoding.trees);
     everything else (engine, kv, model) is this working tree's."""
     mods = {}
     for name in ("trees", "dense"):

@@ -33,9 +33,9 @@ from data.embedded_paths import CORPUS_DIR, TINY_LLAMA_DIR
 from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.drafters import DraftSettings, NoDrafter
-from eval.drafters.dense import DenseDrafter, load_dense
 from eval.engine import BatchStats, Engine
 from eval.prompts import load_prompts
+from train.drafts.dense.drafter import DenseDrafter, load_dense
 from train.modeling.target import FrozenTarget, TargetConfig
 
 
