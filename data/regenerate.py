@@ -9,7 +9,7 @@ Sampling is seeded per batch from (seed, position of its first prompt), so a res
 uninterrupted run with the same batch size would have.
 
 backend=vllm generates the same batches with vLLM in its own environment (data/vllm_generate.py, run with
-the python named by vllm_python or $DRAFTFORGE_VLLM_PYTHON; README "Serving engines (vLLM)"): same prompts
+the python named by vllm_python or $DRAFTFORGE_VLLM_PYTHON; docs/serving.md "Serving engines (vLLM)"): same prompts
 (the target's chat template, encoded here), same stop tokens, same output format and resume behaviour.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.drafts.eagle3 import self_attend_init
+from train.drafts.eagle3.build import self_attend_init
 from train.drafts.eagle3.head import Eagle3Head, Eagle3HeadConfig
 
 

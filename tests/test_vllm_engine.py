@@ -46,7 +46,7 @@ from train.modeling.target import FrozenTarget
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
 pytestmark = pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)'; .ci/run builds it)",
+    reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)'; .ci/run builds it)",
 )
 K = 3  # draft tokens per step in every run
 DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"

@@ -51,7 +51,7 @@ def test_training_switches_reach_the_head_and_the_speculators_config(trained: Pa
 
 @pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no speculators environment: set {ENV_VAR} to vLLM's python (README 'Serving engines (vLLM)')",
+    reason=f"no speculators environment: set {ENV_VAR} to vLLM's python (docs/serving.md 'Serving engines (vLLM)')",
 )
 def test_speculators_library_computes_our_logits_for_the_trained_layout(
     trained: Path, tmp_path: Path

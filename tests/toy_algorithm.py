@@ -1,9 +1,11 @@
 """A toy draft algorithm written as one folder, `train/drafts/toy/`, the way docs/adding-an-algorithm.md says:
 one residual block on the target's last hidden state at position t proposes the token at t+2 through the
 target's LM head (the target's own logits give t+1). tests/test_add_an_algorithm.py writes these files into a
-copy of the repository and runs the pipeline on it, with nothing else edited."""
+copy of the repository and runs docs/adding-an-algorithm.md's commands there, with nothing else edited."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 FOLDER = "train/drafts/toy"
 
@@ -194,3 +196,15 @@ FILES = {
     "drafter.py": DRAFTER,
     "export.py": EXPORT,
 }
+
+
+def write(repo: Path) -> Path:
+    folder = repo / FOLDER
+    folder.mkdir(parents=True, exist_ok=False)  # never over an algorithm that is there already
+    for name, text in FILES.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+if __name__ == "__main__":  # `python -m tests.toy_algorithm`, from the repository root
+    print(f"wrote {write(Path.cwd())}")

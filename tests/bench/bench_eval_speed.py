@@ -1,6 +1,6 @@
 """Benchmark (not collected by pytest): tau and speed-up of a random vs a briefly trained EAGLE head.
 
-    python tests/bench/bench_eval_speed.py --target tiny-llama --steps 400
+    python -m tests.bench.bench_eval_speed --target tiny-llama --steps 400
 
 Also prints each engine step split into draft / verify (target forward) / bookkeeping.
 

@@ -1,7 +1,7 @@
 """Benchmark (not collected by pytest): what a depth-d tree's drafting costs beyond its d draft forwards,
 this working tree's drafting code side by side with the same code at an older git revision.
 
-    python tests/bench/bench_eval_tree_drafting.py --draft /path/to/hf-causal-lm --ref 24ec402
+    python -m tests.bench.bench_eval_tree_drafting --draft /path/to/hf-causal-lm --ref 24ec402
 
 Issue 15's bar: a depth-d tree's drafting costs at most d draft forwards plus 10%. Same target, same dense
 draft, same prompts, greedy, batch 1 (and --batch-size B), 1 thread; the engines decode every prompt in

@@ -1,7 +1,7 @@
 """Medusa: K residual heads on the target's last hidden state propose tokens t+2 .. t+K+1.
 
-This folder is the whole algorithm: config.py, head.py (K residual heads), objective.py, drafter.py (a dynamic tree over the heads), export.py (the
-FasterDecoding/Medusa layout). SPEC below is its one registration.
+This folder is the whole algorithm: config.py, head.py (K residual heads), objective.py, drafter.py (a dynamic tree over
+the heads), export.py (the FasterDecoding/Medusa layout). SPEC below is its one registration.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Commands the README prints run as printed: the ones too large to run here are composed by Hydra.
+"""Commands the README and docs/ print run as printed: the ones too large to run here are composed by Hydra.
 
 The first "Your own target" line runs end to end in tests/test_own_target_recipe.py; the lines here need a
 7B download (the Qwen retarget) or repeat that run with one more key (the tokenizer), so they are composed
@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from data.paths import REPO_ROOT
-from tests.readme_blocks import README, section_commands, shell_env
+from tests.readme_blocks import DOCS, README, section_commands, shell_env
 
 OWN_TARGET = "### Your own target, by one override"
 
@@ -27,7 +27,7 @@ def compose(command: str, env: dict[str, str]) -> dict:
 
 
 def test_own_target_commands_compose_to_the_target_they_name(tmp_path: Path) -> None:
-    commands = section_commands(OWN_TARGET)
+    commands = section_commands(OWN_TARGET, DOCS / "recipes.md")
     assert len(commands) == 3, commands
     my_target = str(tmp_path / "my-target")
     env = shell_env(MY_TARGET=my_target)
@@ -49,3 +49,21 @@ def test_ci_runs_the_readme_test_commands_exactly() -> None:
     )
     for line in (test_command, vllm_line):
         assert any(c.strip() == line for c in ci), f".ci/run does not run the README's `{line}` as printed"
+
+
+def test_every_benchmark_line_starts_as_printed_without_pythonpath() -> None:
+    """docs/benchmarks.md's lines, each with --help: the module resolves from the repository root with no
+    PYTHONPATH (as a user types it) and its arguments parse. The runs themselves take minutes each."""
+    commands = [c.split(" #", 1)[0] for c in section_commands("# Benchmarks", DOCS / "benchmarks.md")]
+    listed = {c.split()[2] for c in commands}
+    on_disk = {f"tests.bench.{p.stem}" for p in (REPO_ROOT / "tests" / "bench").glob("bench_*.py")}
+    assert listed == on_disk, "every benchmark script is printed in docs/benchmarks.md, and only those"
+    env = {k: v for k, v in shell_env().items() if k != "PYTHONPATH"}
+    procs = {  # started together: each is mostly a torch import
+        command: subprocess.Popen(["bash", "-c", f"{command} --help"], cwd=REPO_ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    }  # fmt: skip
+    for command, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{command} --help exited {proc.returncode}\n{err[-2000:]}"
