@@ -58,7 +58,9 @@ def drafter(name: str, target: FrozenTarget, tmp_path: Path):  # noqa: ANN201
 
 
 # Every registered algorithm, in both shapes (the list comes from the registry: a new folder is tested too).
-@pytest.mark.parametrize(("name", "shape"), [(s.name, shape) for s in algorithms() for shape in ("chain", "tree")])
+@pytest.mark.parametrize(
+    ("name", "shape"), [(s.name, shape) for s in algorithms() for shape in ("chain", "tree")]
+)
 def test_every_architecture_is_lossless(
     name: str, shape: str, target: FrozenTarget, prompts: list[list[int]], reference, tmp_path: Path
 ) -> None:

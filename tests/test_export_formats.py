@@ -146,7 +146,9 @@ def test_refuses_heads_a_format_cannot_hold(
 
 
 def test_eagle_layout_needs_no_layer0_input_norm(target: FrozenTarget, tmp_path: Path) -> None:
-    head = EagleHead(EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=True))  # layer 0 keeps its norm
+    head = EagleHead(
+        EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=True)
+    )  # layer 0 keeps its norm
     with pytest.raises(ExportError, match=r"layers\.0\.input_layernorm\.weight"):
         export_draft(our_export(head, target, tmp_path / "ours"), "eagle", tmp_path / "x")
 

@@ -25,7 +25,6 @@ from train.modeling.target import FrozenTarget, TargetFeatures
 register_resolvers()
 
 
-
 @pytest.fixture(scope="module")
 def target() -> FrozenTarget:
     return FrozenTarget.load(str(TINY_LLAMA))
@@ -118,7 +117,10 @@ def test_a_conversation_changes_nothing_for_the_others(
     where[changed[0]] = docs[changed[0]] == changed[1]
     perturbed[where] = torch.randint(3, 4000, (int(where.sum()),))
     with torch.no_grad():
-        fa, fb = target_features(target, ids, packing, fused), target_features(target, perturbed, packing, fused)
+        fa, fb = (
+            target_features(target, ids, packing, fused),
+            target_features(target, perturbed, packing, fused),
+        )
     for x, y in zip(features_at(fa, ~where), features_at(fb, ~where), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
     assert not torch.allclose(fa.hidden[where], fb.hidden[where])

@@ -43,5 +43,7 @@ def test_the_switch_is_a_setting_of_eagle3_and_scylla_only() -> None:
 
     from train.drafts.registry import SPECS  # each algorithm's config class holds exactly its settings
 
-    has = {name for name, spec in SPECS.items() if "self_attend_init" in {f.name for f in fields(spec.config)}}
+    has = {
+        name for name, spec in SPECS.items() if "self_attend_init" in {f.name for f in fields(spec.config)}
+    }
     assert has == {"eagle3", "scylla"}
