@@ -13,7 +13,7 @@ from data.target_io import check_target_path, check_tokenizer_path
 from data.target_weights import weights_fingerprint
 from eval.config import EvalConfig
 from eval.drafters import RANDOM_DRAFT
-from train.modeling.draft.io import EXPORT_FORMAT
+from train.drafts.io import EXPORT_FORMAT
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from eval.drafters.base import DraftTree
-from eval.sampling import Sampling, sample
+from train.decoding.drafter import DraftTree
+from train.decoding.sampling import Sampling, sample
 
 
 @dataclass

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from data.packing import BlockSampler, real_lengths
 from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
+from tests.drafts import ALGORITHMS, quick
 from train.config import to_typed
 from train.draft_factory import build_draft
 from train.loss_seam import LossSeam
@@ -81,7 +82,7 @@ def target() -> FrozenTarget:
     return FrozenTarget.load(str(TINY_LLAMA))
 
 
-@pytest.mark.parametrize("draft", ["eagle", "eagle3", "medusa", "dense"])
+@pytest.mark.parametrize("draft", ALGORITHMS)  # every registered algorithm
 def test_trimming_a_chat_batch_changes_no_loss(draft: str, target: FrozenTarget, tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = to_typed(
@@ -89,9 +90,8 @@ def test_trimming_a_chat_batch_changes_no_loss(draft: str, target: FrozenTarget,
                 "train",
                 overrides=[
                     f"output_dir={tmp_path}", "logger=none", f"draft={draft}", "data=embedded-dialogues",
-                    "stage=sft", "train.micro_batch_size=4",
-                ]
-                + (["draft.draft_vocab_size=null"] if draft == "eagle3" else []),
+                    "stage=sft", "train.micro_batch_size=4", *quick(draft),
+                ],
             )
         )  # fmt: skip
     torch.manual_seed(0)

@@ -16,9 +16,9 @@ from eval.vllm_backend.run import VllmMismatch, prepare
 from tests.conftest import TINY_LLAMA, TINY_QWEN2
 from train.config import to_typed
 from train.draft_factory import build_draft
+from train.drafts.io import save_draft
 from train.export import export_draft
 from train.export_formats.common import ExportError
-from train.modeling.draft.io import save_draft
 from train.modeling.target import FrozenTarget
 
 register_resolvers()

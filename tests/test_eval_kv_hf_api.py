@@ -1,5 +1,5 @@
-"""Pins the transformers cache API that eval/kv.py relies on instead of rewriting a DynamicCache's per-layer
-tensors: `crop(-n)` drops the last n slots (the one meaning every transformers 5 release shares), and
+"""Pins the transformers cache API that train/decoding/kv.py relies on instead of rewriting a DynamicCache's
+per-layer tensors: `crop(-n)` drops the last n slots (the one meaning every transformers 5 release shares), and
 `batch_select_indices(rows)` keeps those rows. Also: gather_tail moves only the selected slots and leaves
 the prefix untouched, and a prefix selection copies nothing."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from eval.kv import cache_length, gather_tail, select_rows, truncate
+from train.decoding.kv import cache_length, gather_tail, select_rows, truncate
 
 
 def filled_cache(batch: int = 3, length: int = 7) -> DynamicCache:

@@ -19,12 +19,12 @@ from data.target_io import eos_token_ids
 from data.tracking import LoggerConfig
 from eval.config import EvalConfig, PromptsConfig, TreeConfig
 from eval.drafters import DraftSettings, NoDrafter
-from eval.drafters.eagle import EagleDrafter, random_eagle_head
 from eval.drafters.oracle import TargetDrafter
-from eval.drafters.trees import dynamic_tree, static_tree, tree_visibility
 from eval.engine import Engine
 from eval.run import LosslessError, evaluate
 from eval.verify import TreeVerifier, Walk
+from train.decoding.trees import dynamic_tree, static_tree, tree_visibility
+from train.drafts.eagle.drafter import EagleDrafter, random_eagle_head
 from train.modeling.target import FrozenTarget, TargetConfig
 
 TARGETS = {"tiny-llama": TINY_LLAMA_DIR, "tiny-qwen2": TINY_QWEN2_DIR}

@@ -29,7 +29,7 @@ from train.modeling.target import FrozenTarget
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
 needs_vllm = pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)'; .ci/run builds it)",
+    reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)'; .ci/run builds it)",
 )
 KS, BATCH_SIZES = [1, 2], [1, 2, 4]
 

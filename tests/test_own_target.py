@@ -26,9 +26,9 @@ from eval.inputs import use_recorded_target
 from eval.prompts import load_prompts
 from tests.conftest import EMBEDDED, REPO, TINY_LLAMA
 from tests.own_target import SPARE_TOKEN, TEMPLATE, build_own_target, tokenizer_only
+from train.drafts.io import EXPORT_FORMAT
 from train.export import _target
 from train.feature_source import load_tokenizer as train_tokenizer
-from train.modeling.draft.io import EXPORT_FORMAT
 from train.modeling.target import TargetConfig
 
 

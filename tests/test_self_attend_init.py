@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.drafts.eagle3 import self_attend_init
-from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+from train.drafts.eagle3.build import self_attend_init
+from train.drafts.eagle3.head import Eagle3Head, Eagle3HeadConfig
 
 
 def _self_share_of(attn: torch.nn.Module, heads: int, kv_heads: int, head_dim: int, width: int) -> float:
@@ -43,12 +43,15 @@ def test_layer0_attends_to_its_own_position_after_the_init(heads: int, kv_heads:
     assert _self_share(heads, kv_heads, init=False) < 0.7  # a random init mixes the past
 
 
-def test_the_switch_is_read_by_eagle3_and_scylla_only() -> None:
-    from train.drafts.base import unused_settings  # the registry's check of draft.* keys a spec never reads
-    from train.settings import DraftConfig
+def test_the_switch_is_a_setting_of_eagle3_and_scylla_only() -> None:
+    from dataclasses import fields
 
-    assert not unused_settings(DraftConfig(name="scylla", self_attend_init=True))
-    assert unused_settings(DraftConfig(name="eagle", self_attend_init=True)) == ["draft.self_attend_init"]
+    from train.drafts.registry import SPECS  # each algorithm's config class holds exactly its settings
+
+    has = {
+        name for name, spec in SPECS.items() if "self_attend_init" in {f.name for f in fields(spec.config)}
+    }
+    assert has == {"eagle3", "scylla"}
 
 
 @pytest.mark.parametrize("draft", ["eagle3", "scylla"])

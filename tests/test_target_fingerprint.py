@@ -27,8 +27,8 @@ from data.target_weights import CACHE_NAME, weights_fingerprint
 from eval.config import EvalConfig
 from eval.inputs import use_recorded_target
 from tests.conftest import REPO, TINY_LLAMA
+from train.drafts.io import EXPORT_FORMAT
 from train.guards import resume_identity, resume_problems
-from train.modeling.draft.io import EXPORT_FORMAT
 from train.modeling.target import TargetConfig
 
 

@@ -16,7 +16,7 @@ from tests.test_data_regenerate import job, prompts_file
 VLLM_PYTHON = os.environ.get(VLLM_ENV_VAR, "")
 pytestmark = pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {VLLM_ENV_VAR} to its python (README 'Serving engines (vLLM)')",
+    reason=f"no vLLM environment: set {VLLM_ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)')",
 )
 
 

@@ -30,8 +30,8 @@ import torch
 from data.atomic import commit_folder
 from data.fingerprint import sha256_file
 from train import distributed as dist
+from train.drafts.io import save_draft
 from train.engine import Engine
-from train.modeling.draft.io import save_draft
 
 MANIFEST = "manifest.json"
 TMP_SUFFIX = ".tmp"
@@ -213,7 +213,7 @@ def load_checkpoint(engine: Engine, folder: Path) -> TrainState:
 
 
 def write_export(engine: Engine, head_config: Any, out_dir: Path, meta: dict) -> Path:
-    """The run's draft export (train.modeling.draft.io; not a serving format: that is train.export). All ranks
+    """The run's draft export (train.drafts.io; not a serving format: that is train.export). All ranks
     take part (ZeRO-3 gathers shards); rank 0 writes."""
     state_dict = engine.full_state_dict()
     if dist.is_main():

@@ -27,7 +27,7 @@ from train import distributed as dist
 from train.checkpoint import TrainState, save_checkpoint, write_export
 from train.config import ConfigError, TrainConfig, with_world
 from train.draft_factory import build_draft
-from train.drafts import spec_for
+from train.drafts.registry import spec_for
 from train.engine import Engine
 from train.feature_source import load_tokenizer, open_source
 from train.guards import SkipCounter, Watchdog, loop_hooks, resume_identity
