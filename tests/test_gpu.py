@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from data.packing import pack_chats
+from eval.sampling import Sampling
 from tests.conftest import REPO, TINY_LLAMA, run_train, short_run_overrides
+from tests.test_hot_paths import assert_batched_verification_equals_loop, assert_gqa_in_place_equals_copy
 from tests.test_packed_chats import config, conversations
 from tests.test_resilience_resume import metrics
 from train.draft_factory import build_draft
@@ -120,3 +122,16 @@ def test_nccl_process_group_and_collectives() -> None:
             "True",
             n,
         )
+
+
+@pytest.mark.parametrize("heads", [(8, 2), (6, 3)])
+def test_grouped_query_attention_in_place_equals_copy_on_cuda(
+    heads: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sdpa's own GQA path on CUDA kernels (flash / memory-efficient) gives what copied kv heads give."""
+    assert_gqa_in_place_equals_copy(heads, monkeypatch, "cuda", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["top-k tree", "sampled q"])
+def test_batched_sample_verification_equals_the_per_node_loop_on_cuda(sampled: bool) -> None:
+    assert_batched_verification_equals_loop(sampled, Sampling(0.7, top_p=0.9), "cuda")

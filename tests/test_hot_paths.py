@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 
@@ -23,33 +25,45 @@ from train.modeling.draft.layers import Attention, KVCache
 
 def decode_outputs(attn: Attention) -> list[torch.Tensor]:
     """Training-shaped calls (causal; packed block mask) and a decode: prefill, one token, a 4-node tree."""
+    dev = attn.q_proj.weight.device
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 30, attn.q_proj.in_features, generator=g)
-    pos = torch.arange(30).expand(2, -1)
-    docs = torch.tensor([[0] * 12 + [1] * 18, [0] * 25 + [1] * 5])
+    x = torch.randn(2, 30, attn.q_proj.in_features, generator=g).to(dev)
+    pos = torch.arange(30, device=dev).expand(2, -1)
+    docs = torch.tensor([[0] * 12 + [1] * 18, [0] * 25 + [1] * 5], device=dev)
     outs = [attn(x, pos), attn(x, doc_mask.doc_positions(docs), attn_mask=doc_mask.doc_causal_mask(docs))]
     cache = KVCache(1)
     outs.append(attn(x[:, :20], pos[:, :20], cache))
     outs.append(attn(x[:, 20:21], pos[:, 20:21], cache))
-    tree = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 1]], dtype=torch.bool)
-    mask = torch.cat([torch.ones(4, 21, dtype=torch.bool), tree], 1)[None, None].expand(2, 1, 4, 25)
-    outs.append(attn(x[:, 21:25], torch.tensor([[21, 22, 22, 23]]).expand(2, -1), cache, attn_mask=mask))
+    tree = torch.tensor(
+        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 1]], dtype=torch.bool, device=dev
+    )
+    mask = torch.cat([torch.ones(4, 21, dtype=torch.bool, device=dev), tree], 1)[None, None].expand(
+        2, 1, 4, 25
+    )
+    tree_pos = torch.tensor([[21, 22, 22, 23]], device=dev).expand(2, -1)
+    outs.append(attn(x[:, 21:25], tree_pos, cache, attn_mask=mask))
     return outs
 
 
-@pytest.mark.parametrize("heads", [(8, 2), (6, 3), (4, 4)])
-def test_grouped_query_attention_reads_kv_in_place_with_the_same_result(
-    heads: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+def assert_gqa_in_place_equals_copy(
+    heads: tuple[int, int], monkeypatch: pytest.MonkeyPatch, device: str = "cpu", **tol: float
 ) -> None:
     torch.manual_seed(0)
-    attn = Attention(96, heads[0], heads[1], 16, 10000.0).eval()
+    attn = Attention(96, heads[0], heads[1], 16, 10000.0).to(device).eval()
     with torch.no_grad():
         fast = decode_outputs(attn)
         monkeypatch.setattr(layers, "SDPA_GQA", False)  # the path it replaced: kv copied per query head
         copied = decode_outputs(attn)
     assert layers.SDPA_GQA is False and len(fast) == 5
     for a, b in zip(fast, copied, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, **(tol or {"rtol": 1e-5, "atol": 1e-6}))
+
+
+@pytest.mark.parametrize("heads", [(8, 2), (6, 3), (4, 4)])
+def test_grouped_query_attention_reads_kv_in_place_with_the_same_result(
+    heads: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert_gqa_in_place_equals_copy(heads, monkeypatch)
 
 
 def random_tree(g: torch.Generator, batch: int, vocab: int, sampled: bool) -> DraftTree:
@@ -71,9 +85,12 @@ def random_tree(g: torch.Generator, batch: int, vocab: int, sampled: bool) -> Dr
     return DraftTree(tokens, parents, depths, q=q, valid=valid)
 
 
-@pytest.mark.parametrize("sampled", [False, True], ids=["top-k tree", "sampled q"])
-@pytest.mark.parametrize("sampling", [Sampling(1.0), Sampling(0.7, top_p=0.9)], ids=["T1", "T0.7 top-p"])
-def test_batched_sample_verification_equals_the_per_node_loop(sampled: bool, sampling: Sampling) -> None:
+def on(tree: DraftTree, device: str) -> DraftTree:
+    moved = {f.name: getattr(tree, f.name) for f in fields(tree)}
+    return DraftTree(**{k: None if v is None else v.to(device) for k, v in moved.items()})
+
+
+def assert_batched_verification_equals_loop(sampled: bool, sampling: Sampling, device: str = "cpu") -> None:
     g = torch.Generator().manual_seed(0)
     verifier, vocab = TreeVerifier(sampling), 40
     accepted = 0
@@ -82,6 +99,7 @@ def test_batched_sample_verification_equals_the_per_node_loop(sampled: bool, sam
         # Target logits peaked on small ids, so drafted tokens are often accepted and often rejected.
         logits = torch.randn(4, tree.size + 1, vocab, generator=g) * 2 - torch.arange(vocab) * 0.25
         u = torch.rand(4, tree.size + 1, 4, generator=g)
+        tree, logits, u = on(tree, device), logits.to(device), u.to(device)
         walks, final = verifier.sample_walks(tree, logits, u)
         for b in range(4):
             path, reached, residual = reference_sample_walk(verifier, tree, logits, u, b)
@@ -89,3 +107,9 @@ def test_batched_sample_verification_equals_the_per_node_loop(sampled: bool, sam
             torch.testing.assert_close(final[b], residual, rtol=1e-5, atol=1e-6)
             accepted += len(path)
     assert 0 < accepted < 30 * 4 * 4  # both acceptances and rejections happened
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["top-k tree", "sampled q"])
+@pytest.mark.parametrize("sampling", [Sampling(1.0), Sampling(0.7, top_p=0.9)], ids=["T1", "T0.7 top-p"])
+def test_batched_sample_verification_equals_the_per_node_loop(sampled: bool, sampling: Sampling) -> None:
+    assert_batched_verification_equals_loop(sampled, sampling)
