@@ -76,8 +76,8 @@ class TreeVerifier:
         u[b, n, j]: the uniform that decides child j (in node order) of node n (0 = root, i + 1 = node i).
 
         All rows walk down together, one level per round: the target's distribution at each row's current
-        node (one call for all rows), then its children in order, each judged under the residual left by
-        the siblings before it, in tensor ops over all rows; one device sync per level reads the decisions.
+        node (one call for all rows), then its children in order, each judged for all rows at once under the
+        residual left by the siblings rejected before it; one device sync per level reads the decisions.
         Only the nodes on the walks are computed, as in the per-node loop this replaced
         (tests/reference_verify.py), which synced once per child and row."""
         b = logits.shape[0]
@@ -93,19 +93,28 @@ class TreeVerifier:
         while rows:
             r_t, at_t = torch.tensor(rows, device=dev), torch.tensor(at, device=dev)
             p = self.sampling.probs(logits[r_t, at_t])  # (R, V)
-            child = slot[r_t, at_t]  # (R, width)
-            has = child >= 0
-            x = tree.tokens[r_t[:, None], child.clamp(min=0)] if tree.size else child.clamp(min=0)
-            accept = torch.zeros(len(rows), width, device=dev)
+            child = slot[r_t, at_t].clamp(min=0)  # (R, width); padded slots read node 0, never used
+            has = slot[r_t, at_t] >= 0
+            x = tree.tokens[r_t[:, None], child] if tree.size else child
+            q = None if tree.q is None or not tree.size else tree.q  # (B, N, V)
+            taken = torch.full((len(rows),), -1, dtype=torch.long, device=dev)  # accepted child slot
             for j in range(width):
-                q = None if tree.q is None or not tree.size else tree.q[r_t, child[:, j].clamp(min=0)]
-                accept[:, j] = self.accept_probability(p, x[:, j], q)
-                p = torch.where(has[:, j, None], self.residual(p, x[:, j], q), p)
-            take = ((u[r_t, at_t, :width] < accept) & has).tolist()  # the level's one sync
+                qx = None if q is None else q[r_t, child[:, j], x[:, j]]
+                ok = (u[r_t, at_t, j] < self.accept_probability(p.gather(1, x[:, j, None])[:, 0], qx)) & has[
+                    :, j
+                ]
+                taken = torch.where((taken < 0) & ok, j, taken)
+                rejected = has[:, j] & (taken < 0)  # these rows go on to the next sibling, or stop here
+                if dev.type == "cpu":  # no sync cost on CPU: update only the rows that rejected
+                    sub = rejected.nonzero()[:, 0]
+                    qj = None if q is None else q[r_t[sub], child[sub, j]]
+                    p[sub] = self.residual(p[sub], x[sub, j], qj)
+                else:  # on a GPU one masked update over all rows beats a sync per sibling
+                    qj = None if q is None else q[r_t, child[:, j]]
+                    p = torch.where(rejected[:, None], self.residual(p, x[:, j], qj), p)
             still, next_at, done = [], [], []
-            for i, r in enumerate(rows):
-                j = next((j for j, t in enumerate(take[i]) if t), None)
-                if j is None:  # every child rejected (or none): the token comes from what is left of p
+            for i, (r, j) in enumerate(zip(rows, taken.tolist(), strict=True)):  # the level's one sync
+                if j < 0:  # every child rejected (or none): the token comes from what is left of p
                     walks[r].reached = len(walks[r].path) + (1 if kids[r][at[i]] else 0)
                     done.append(i)
                     continue
@@ -118,12 +127,12 @@ class TreeVerifier:
         return walks, final
 
     @staticmethod
-    def accept_probability(p: torch.Tensor, x: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
-        """p (..., V), proposals x (...), q (..., V) or None (a point mass on x): min(1, p(x) / q(x))."""
-        px = p.gather(-1, x[..., None])[..., 0]
-        if q is None:
+    def accept_probability(px: torch.Tensor, qx: torch.Tensor | None) -> torch.Tensor:
+        """Per row: the target's probability p(x) of the proposal and the draft's q(x) (None: x was a
+        deterministic pick, a point mass): min(1, p(x) / q(x))."""
+        if qx is None:
             return px
-        return (px / q.gather(-1, x[..., None])[..., 0].clamp(min=1e-30)).clamp(max=1.0)
+        return (px / qx.clamp(min=1e-30)).clamp(max=1.0)
 
     @staticmethod
     def residual(p: torch.Tensor, x: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
