@@ -76,6 +76,8 @@ def main() -> None:
             out = seam.forward_loss(engine, batch)
             engine.backward(out.loss)
             engine.step()
+            if trainer.device.type == "cuda":  # kernels run asynchronously: time them, not their launch
+                torch.cuda.synchronize()
             if i > 0:  # the first round warms allocators
                 seconds[name] += time.perf_counter() - t
                 tokens[name] += int(lens[rows].sum())
