@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from eval.drafters.base import DraftTree
 from eval.verify import TreeVerifier, _children
+from train.decoding.drafter import DraftTree
 
 
 def accept_probability(p: torch.Tensor, x: int, q: torch.Tensor | None) -> float:

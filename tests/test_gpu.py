@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from data.packing import pack_chats
-from eval.sampling import Sampling
 from tests.conftest import REPO, TINY_LLAMA, run_train, short_run_overrides
 from tests.test_hot_paths import assert_batched_verification_equals_loop, assert_gqa_in_place_equals_copy
 from tests.test_packed_chats import config, conversations
 from tests.test_resilience_resume import metrics
+from train.decoding.sampling import Sampling
 from train.draft_factory import build_draft
 from train.feature_source import target_features
 from train.loss_seam import objective_for

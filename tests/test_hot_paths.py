@@ -14,10 +14,10 @@ from dataclasses import fields
 import pytest
 import torch
 
-from eval.drafters.base import DraftTree
-from eval.sampling import Sampling
 from eval.verify import TreeVerifier
 from tests.reference_verify import reference_sample_walk
+from train.decoding.drafter import DraftTree
+from train.decoding.sampling import Sampling
 from train.modeling import doc_mask
 from train.modeling.draft import layers
 from train.modeling.draft.layers import Attention, KVCache

@@ -1,6 +1,6 @@
 """Which ZeRO stages resume on which world sizes, and how long the conversion takes (docs/elastic.md).
 
-    PYTHONPATH=. python tests/bench/bench_elastic_resume.py [--stages 0,1,2,3] [--steps 6] [--layers 1]
+    python -m tests.bench.bench_elastic_resume [--stages 0,1,2,3] [--steps 6] [--layers 1]
 
 Per stage: (A) an uninterrupted 2-rank run of --steps steps, checkpoints every 2; (B) 1 rank resuming A's
 step-2 checkpoint (accumulation 2, the same global batch of 8); (C) 2 ranks resuming B's step-4 checkpoint.

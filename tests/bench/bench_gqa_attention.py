@@ -1,7 +1,7 @@
 """Grouped-query attention in a draft forward: the kv cache copied per query head (before) vs read in place
 by sdpa (`enable_gqa`, after), timed interleaved in one process on the same module and inputs.
 
-    PYTHONPATH=. python tests/bench/bench_gqa_attention.py [--reps 20] [--device cpu|cuda]
+    python -m tests.bench.bench_gqa_attention [--reps 20] [--device cpu|cuda]
 
 Shapes are a decoding draft layer of a Llama-3-8B-sized head (hidden 4096, 32 query heads, 8 kv heads, head
 dim 128): a chain step (1 new token) and a tree level (4 new tokens under a tree mask) over caches of 512 and

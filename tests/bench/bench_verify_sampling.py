@@ -2,7 +2,7 @@
 tests/reference_verify.py) vs the batched judging of every node (after, eval/verify.py), timed interleaved in
 one process on the same trees and target logits.
 
-    PYTHONPATH=. python tests/bench/bench_verify_sampling.py [--reps 5] [--vocab 32000] [--device cpu|cuda]
+    python -m tests.bench.bench_verify_sampling [--reps 5] [--vocab 32000] [--device cpu|cuda]
 
 Cases: the EAGLE-2 tree of eval's defaults (depth 5, top-k 4, 24 nodes; deterministic children) and a
 sampled chain of 4 (each node with the draft's distribution q), at batch 1 and 16, temperature 1 with
@@ -20,10 +20,10 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from eval.drafters.base import DraftTree
-from eval.sampling import Sampling
 from eval.verify import TreeVerifier
 from tests.reference_verify import reference_sample_walk
+from train.decoding.drafter import DraftTree
+from train.decoding.sampling import Sampling
 
 
 def eagle2_tree(batch: int, vocab: int, g: torch.Generator) -> DraftTree:
