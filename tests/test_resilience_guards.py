@@ -14,6 +14,7 @@ import torch
 from tests.conftest import run_train, short_run_overrides
 from tests.test_resilience_resume import overrides, reference_run, spawn_ranks, wait_until
 from train.checkpoint import TMP_SUFFIX, _prune, latest_checkpoint
+from train.config import ConfigError, LoopConfig, TrainConfig, with_world
 from train.guards import RESUME_KEYS, resume_identity, resume_problems
 
 EXIT_NONFINITE, EXIT_RESUME_REFUSED = 76, 78  # train/preemption.py
@@ -193,3 +194,13 @@ def test_keep_last_k_removes_older_and_broken_folders(tmp_path: Path) -> None:
             (root / f"step_{step:08d}" / "manifest.json").write_text("{}")
     _prune(root, keep=2)
     assert sorted(p.name for p in root.iterdir()) == ["step_00000003", "step_00000004"]
+
+
+def test_global_batch_size_derives_accumulation_or_names_the_ranks_it_fits() -> None:
+    cfg = TrainConfig(train=LoopConfig(micro_batch_size=4, global_batch_size=16))
+    assert [with_world(cfg, world).train.grad_accum for world in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(
+        ConfigError, match=r"not a multiple of train.micro_batch_size=4 x 3 ranks.*\[1, 2, 4\]"
+    ):
+        with_world(cfg, 3)
+    assert with_world(TrainConfig(), 3) == TrainConfig()  # unset: grad_accum is the user's
