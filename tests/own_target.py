@@ -84,9 +84,13 @@ def build_bpe_target(out: Path, text_lines: int = 4000) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_ROWS, special_tokens=BPE_SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    # The special tokens go last (ids 2995..2999): the borrowed tiny-qwen2 weights were trained with their own
+    # tokenizer and rarely emit those rows, so greedy answers are not cut to nothing by an early eos (a
+    # distill stage refuses empty answers).
+    trainer = trainers.BpeTrainer(vocab_size=BPE_ROWS - len(BPE_SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
     tok.train_from_iterator(texts, trainer)
+    tok.add_special_tokens(BPE_SPECIALS)
     assert tok.get_vocab_size() == BPE_ROWS, tok.get_vocab_size()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
                                    pad_token="<|end_of_text|>", chat_template=LLAMA3_TEMPLATE)  # fmt: skip
