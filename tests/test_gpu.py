@@ -15,6 +15,7 @@ import torch
 
 from data.packing import pack_chats
 from tests.conftest import REPO, TINY_LLAMA, run_train, short_run_overrides
+from tests.drafts import layers, quick
 from tests.test_hot_paths import assert_batched_verification_equals_loop, assert_gqa_in_place_equals_copy
 from tests.test_packed_chats import config, conversations
 from tests.test_resilience_resume import metrics
@@ -63,9 +64,7 @@ def test_packed_chat_losses_equal_under_flash_and_sdpa(draft: str, tmp_path: Pat
     draft through VarlenMask give the losses that sdpa with block masks gives, on the same packed batch."""
     ids, mask, docs = pack_chats(*conversations(), pad_id=0)
     ids, mask, docs = ids.long().cuda(), mask.cuda(), docs.long().cuda()
-    overrides = [f"draft={draft}"] + (
-        ["draft.ttt_steps=3", "draft.draft_vocab_size=null"] if draft == "eagle3" else []
-    )
+    overrides = [f"draft={draft}", *quick(draft)] + (["draft.ttt_steps=3"] if draft == "eagle3" else [])
     losses = {}
     for impl in ("flash_attention_2", "sdpa"):
         target = FrozenTarget.load(str(TINY_LLAMA), "bfloat16", "cuda", impl)
@@ -75,7 +74,7 @@ def test_packed_chat_losses_equal_under_flash_and_sdpa(draft: str, tmp_path: Pat
         packing = Packing.of(docs, impl)
         assert packing.varlen == (impl == "flash_attention_2")
         with torch.no_grad():
-            feats = target_features(target, ids, packing)
+            feats = target_features(target, ids, packing, layers(cfg, target.num_layers))
             losses[impl] = objective_for(cfg)(head, target, ids, feats, mask, False, packing).loss.float()
     torch.testing.assert_close(losses["flash_attention_2"], losses["sdpa"], **BF16)
 

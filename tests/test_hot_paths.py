@@ -2,6 +2,8 @@
 
 - Grouped-query attention reads the kv heads in place (sdpa `enable_gqa`) instead of copying the whole cache
   per query head: equal outputs in training (causal, packed block mask) and decoding (cache + chain, tree mask).
+- The EAGLE-3 objective reduces the target's logits to the draft vocabulary once per batch instead of once
+  per unrolled step (a full (B, L, V) copy each): equal losses, masks and top-1 matches at every step.
 - Sampled verification computes every node's target distribution, acceptance probabilities and residuals in
   a few batched tensor ops with one device sync, instead of a Python loop with a sync per child: given the
   same uniforms it accepts the same paths and samples the last token from the same distribution.
@@ -14,13 +16,22 @@ from dataclasses import fields
 import pytest
 import torch
 
+from data.packing import pack_chats
 from eval.verify import TreeVerifier
+from tests.conftest import TINY_LLAMA
+from tests.drafts import layers as target_layers
+from tests.reference_eagle3 import ReferenceEagle3Objective
 from tests.reference_verify import reference_sample_walk
+from tests.test_packed_chats import config, conversations
 from train.decoding.drafter import DraftTree
 from train.decoding.sampling import Sampling
+from train.draft_factory import build_draft
+from train.feature_source import target_features
+from train.loss_seam import objective_for
 from train.modeling import doc_mask
 from train.modeling.draft import layers
 from train.modeling.draft.layers import Attention, KVCache
+from train.modeling.target import FrozenTarget
 
 
 def decode_outputs(attn: Attention) -> list[torch.Tensor]:
@@ -113,3 +124,28 @@ def assert_batched_verification_equals_loop(sampled: bool, sampling: Sampling, d
 @pytest.mark.parametrize("sampling", [Sampling(1.0), Sampling(0.7, top_p=0.9)], ids=["T1", "T0.7 top-p"])
 def test_batched_sample_verification_equals_the_per_node_loop(sampled: bool, sampling: Sampling) -> None:
     assert_batched_verification_equals_loop(sampled, sampling)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["rows", "packed"])
+def test_eagle3_objective_reduces_target_logits_once_with_the_same_result(packed: bool, tmp_path) -> None:  # noqa: ANN001
+    target = FrozenTarget.load(str(TINY_LLAMA))
+    cfg = config(tmp_path, "draft=eagle3", "draft.ttt_steps=3", "draft.draft_vocab_size=null")
+    torch.manual_seed(0)
+    head = build_draft(cfg, target).eval()
+    head.d2t.copy_(torch.randperm(head.d2t.numel()))  # a mapping that is not the identity
+    ids, mask = conversations()
+    packing = None
+    if packed:
+        ids, mask, docs = pack_chats(ids, mask, pad_id=0)
+        packing = doc_mask.Packing.of(docs.long(), target.model.config._attn_implementation)
+    ids = ids.long()
+    with torch.no_grad():
+        feats = target_features(target, ids, packing, target_layers(cfg, target.num_layers))
+        new = objective_for(cfg).per_position(head, head, target, ids, feats, mask, packing)
+        old = ReferenceEagle3Objective(cfg).per_position(head, head, target, ids, feats, mask, packing)
+    assert len(new) == len(old) == 3
+    for j, (a, b) in enumerate(zip(new, old, strict=True)):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, msg=f"step {j}")
+    # Every step's loss against the shifted, reduced target is real (a random head rarely matches the top-1).
+    assert all(float((ce * valid).sum()) > 0 for ce, valid, _ in new)

@@ -74,6 +74,10 @@ class Eagle3Objective(ObjectiveSettings):
             first_varlen = first
             if not isinstance(first, torch.Tensor):  # varlen runs step 0 only; later steps need a dense mask
                 first = doc_causal_mask(packing.doc_ids[:, :-1])
+        # The target's distribution over the draft vocabulary and its top token, taken once: each unrolled
+        # step only shifts these, where it used to copy the full (B, L, V) logits and reduce them again.
+        true_reduced_all = true_logits_full.index_select(-1, d2t)
+        true_top_all = true_logits_full.argmax(-1)
         results = []
         prev = None
         for j in range(self.steps):
@@ -91,15 +95,14 @@ class Eagle3Objective(ObjectiveSettings):
                 mask = unrolled_attention_mask(length, j, input_ids.device, first)
                 out = draft(emb, prev, position_ids=pos + j, cache=cache, attn_mask=mask)
             logits = head.logits(out)
-            true_full = _shift(true_logits_full, j, fill=0.0)
-            true_reduced = true_full.index_select(-1, d2t)
+            true_reduced = _shift(true_reduced_all, j, fill=0.0)
             valid = _shift(loss_mask[:, 1:].float(), j, fill=0.0)
             if packing is not None:
                 same = torch.zeros_like(valid)
                 same[:, : length - j] = packing.same_doc(1 + j).float()
                 valid = valid * same
             ce = divergence_per_position(logits, true_reduced, *self.divergence)
-            match = (d2t[logits.argmax(-1)] == true_full.argmax(-1)).float()
+            match = (d2t[logits.argmax(-1)] == _shift(true_top_all, j, fill=0)).float()
             results.append((ce, valid, match))
             prev = out
         return results
