@@ -4,16 +4,17 @@ fresh forward, lossless decoding in our engine, and the vLLM-layout export round
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from eval.drafters.base import CHAIN, DraftSettings
+from eval.drafters.base import CHAIN, DraftSettings, NoDrafter
 from eval.drafters.dflash import DFlashDrafter
 from eval.engine import Engine
-from eval.drafters.base import NoDrafter
 from eval.sampling import Sampling
 from tests.conftest import TINY_LLAMA
 from train.drafts.dflash import blocks
@@ -113,17 +114,25 @@ def test_many_anchors_in_one_pass_equal_each_block_alone(target: FrozenTarget) -
     toks[:, ::BS] = ids.gather(1, anchors)
     pos, _ = blocks.block_layout(anchors, BS)
     mask = blocks.block_attention_mask(anchors, valid, t, BS)
-    out = head(toks, target.embed(toks), pos, mask, layer_features=f.layers, context_positions=torch.arange(t)[None])
+    out = head(
+        toks, target.embed(toks), pos, mask, layer_features=f.layers, context_positions=torch.arange(t)[None]
+    )
     many = head.logits(out, target.lm_head).view(anchors.shape[1], BS, -1)
     for j, a in enumerate(anchors[0].tolist()):
-        torch.testing.assert_close(many[j], one_block(head, target, ids, f.layers, a)[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            many[j], one_block(head, target, ids, f.layers, a)[0], rtol=1e-4, atol=1e-4
+        )
     # the context mask in use: features at and after anchor 4 are not read by block 1, earlier ones are
     later = f.layers.clone()
     later[:, 4:] += 1.0
-    torch.testing.assert_close(one_block(head, target, ids, later, 4), one_block(head, target, ids, f.layers, 4))
+    torch.testing.assert_close(
+        one_block(head, target, ids, later, 4), one_block(head, target, ids, f.layers, 4)
+    )
     earlier = f.layers.clone()
     earlier[:, 2] += 1.0
-    assert not torch.allclose(one_block(head, target, ids, earlier, 4), one_block(head, target, ids, f.layers, 4))
+    assert not torch.allclose(
+        one_block(head, target, ids, earlier, 4), one_block(head, target, ids, f.layers, 4)
+    )
 
 
 @torch.no_grad()
@@ -163,7 +172,9 @@ def test_engine_with_dflash_is_lossless(target: FrozenTarget, temperature: float
     prompts = [ids_of(target, s)[0].tolist() for s in ("The json module", "Lists are mutable sequences, and")]
     settings = DraftSettings(mode=CHAIN, draft_length=BS - 1, sampling=Sampling(temperature))
     eos = {0}
-    spec = Engine(target, DFlashDrafter(head, target), settings, eos).generate(prompts, 24, torch.Generator().manual_seed(0))
+    spec = Engine(target, DFlashDrafter(head, target), settings, eos).generate(
+        prompts, 24, torch.Generator().manual_seed(0)
+    )
     assert sum(s for r in spec.rows for s in r.drafted) > 0
     if temperature == 0.0:
         base = Engine(target, NoDrafter(), settings, eos).generate(prompts, 24)
@@ -185,9 +196,6 @@ def test_export_round_trip_and_every_tensor_written(target: FrozenTarget, tmp_pa
     head = random_head(target)
     tgt = Target.load(str(TINY_LLAMA))
     notes = fmt.export(head, {}, tmp_path / "v", tgt, "float32")
-    cfg = fmt.read_json(tmp_path / "v" / "config.json") if hasattr(fmt, "read_json") else None
-    import json
-
     cfg = json.loads((tmp_path / "v" / "config.json").read_text())
     assert cfg["architectures"] == ["DFlashDraftModel"] and cfg["block_size"] == BS
     assert cfg["dflash_config"] == {"mask_token_id": 0, "target_layer_ids": [i - 1 for i in LAYERS]}
@@ -197,8 +205,6 @@ def test_export_round_trip_and_every_tensor_written(target: FrozenTarget, tmp_pa
         torch.testing.assert_close(back.state_dict()[k], v, msg=k)
     assert fmt.matches(tmp_path / "v")
     # a published checkpoint without a tensor is refused (vLLM would leave it uninitialised, silently)
-    from safetensors.torch import load_file, save_file
-
     w = load_file(str(tmp_path / "v" / "model.safetensors"))
     del w["layers.1.self_attn.k_norm.weight"]
     save_file(w, str(tmp_path / "v" / "model.safetensors"))
@@ -212,7 +218,9 @@ def test_export_round_trip_and_every_tensor_written(target: FrozenTarget, tmp_pa
      ({"feature_layers": [0, 1, 2]}, "target_layer_ids"), ({"feature_layers": [2, 1, 3]}, "ascending"),
      ({"mask_token_id": 4096}, "mask_token_id=4096")],
 )  # fmt: skip
-def test_export_refuses_what_vllm_would_misread(target: FrozenTarget, tmp_path: Path, change: dict, key: str) -> None:
+def test_export_refuses_what_vllm_would_misread(
+    target: FrozenTarget, tmp_path: Path, change: dict, key: str
+) -> None:
     head = random_head(target)
     for k, v in change.items():
         setattr(head.config, k, v)

@@ -91,4 +91,7 @@ class DFlashDrafter:
     def select_rows(self, rows: torch.Tensor) -> None:
         select_rows(self.cache, rows)
         self.slots.select_rows(rows)
-        self.pend_feat, self.pend_valid = self.pend_feat.index_select(0, rows), self.pend_valid.index_select(0, rows)
+        self.pend_feat, self.pend_valid = (
+            self.pend_feat.index_select(0, rows),
+            self.pend_valid.index_select(0, rows),
+        )

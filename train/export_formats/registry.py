@@ -11,7 +11,9 @@ from train.export_formats import eagle1, eagle3_sglang, hf_dense, medusa, specul
 from train.export_formats.common import ExportError
 
 # Detection order matters: the specific layouts first, the original EAGLE layout (least marked) last.
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (dflash, speculators, eagle3_sglang, medusa, hf_dense, eagle1)}
+FORMATS: dict[str, ModuleType] = {
+    m.NAME: m for m in (dflash, speculators, eagle3_sglang, medusa, hf_dense, eagle1)
+}
 
 
 def get_format(name: str) -> ModuleType:

@@ -45,7 +45,9 @@ MASK_FILE = "mask_embedding.pt"
 def check_servable(cfg: DFlashHeadConfig, target: Target) -> None:
     """Refuse, in one line naming the key, what vLLM would misread or fail on later."""
     if cfg.block_size < 2:
-        raise ExportError(f"{NAME}: block_size={cfg.block_size}: expected >= 2 (the anchor and >= 1 mask slot)")
+        raise ExportError(
+            f"{NAME}: block_size={cfg.block_size}: expected >= 2 (the anchor and >= 1 mask slot)"
+        )
     n = target.num_layers
     ids = list(cfg.feature_layers)
     if not ids or any(not 1 <= i <= n - 1 for i in ids):
@@ -88,7 +90,9 @@ def vllm_config(cfg: DFlashHeadConfig, target: Target, dtype: str) -> dict:
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
         "rope_parameters": rope,
-        "max_position_embeddings": int(cfg.max_position_embeddings or getattr(tc, "max_position_embeddings", 4096)),
+        "max_position_embeddings": int(
+            cfg.max_position_embeddings or getattr(tc, "max_position_embeddings", 4096)
+        ),
         "vocab_size": int(tc.vocab_size),
         "hidden_act": "silu",
         "attention_bias": False,
@@ -140,7 +144,9 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
         if value is None:
             raise ExportError(f"{src}/config.json: no {key}; a DFlash draft is not servable without it")
     if any(lt != "full_attention" for lt in c.get("layer_types") or []) or dc.get("causal"):
-        raise ExportError(f"{src}/config.json: layer_types/causal: only bidirectional (full_attention) blocks")
+        raise ExportError(
+            f"{src}/config.json: layer_types/causal: only bidirectional (full_attention) blocks"
+        )
     heads = int(c["num_attention_heads"])
     mask_file = src / MASK_FILE
     cfg = DFlashHeadConfig(
@@ -162,7 +168,10 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
         check_servable(cfg, target)
     raw = read_tensors(src)
     want = expected_tensors(cfg)
-    missing, extra = sorted(want - set(raw)), sorted(set(raw) - want - {"embed_tokens.weight", "lm_head.weight"})
+    missing, extra = (
+        sorted(want - set(raw)),
+        sorted(set(raw) - want - {"embed_tokens.weight", "lm_head.weight"}),
+    )
     if missing or extra:
         raise ExportError(f"{src}: DFlash tensors missing {missing}, unknown {extra} (vLLM would not say so)")
     ours = {k: raw[k] for k in want}
