@@ -13,7 +13,7 @@ from typing import Any
 class DraftConfig:
     """The draft architecture (conf group `draft/`). None = take the value from the target."""
 
-    name: str = "eagle"  # registry name: eagle | eagle3 | scylla | medusa | dense
+    name: str = "eagle"  # registry name: eagle | eagle3 | scylla | medusa | dense | dflash
     num_layers: int = 1  # decoder layers (eagle/eagle3/scylla/dense) or residual blocks per head (medusa)
     hidden_size: int | None = None  # dense only: width of the stand-alone LM; None = the target's
     intermediate_size: int | None = None  # MLP width; None = the target's
@@ -38,6 +38,10 @@ class DraftConfig:
     share_lm_head: bool = True  # medusa: heads reuse the target's frozen LM head
     pretrained_path: str | None = None  # dense: start from this HF causal LM (hub name or folder)
     model_type: str | None = None  # dense: transformers architecture (llama, qwen2, ...); None = the target's
+    block_size: int = 8  # dflash: block = the last accepted token + block_size - 1 mask slots (tokens drafted)
+    mask_token_id: int | None = None  # dflash: id of the mask slots; None = tokenizer's mask token, else EOS
+    dflash_gamma: float = 4.0  # dflash: slot i >= 1 weighs exp(-(i - 1) / gamma) in the loss
+    max_anchors: int = 32  # dflash: blocks drawn per training row (each a block_size forward)
 
 
 @dataclass

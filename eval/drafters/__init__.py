@@ -17,6 +17,7 @@ from torch import nn
 from data.fingerprint import check_fingerprint
 from eval.drafters.base import CHAIN, TREE, Drafter, DraftSettings, DraftTree, NoDrafter
 from eval.drafters.dense import DenseDrafter, load_dense
+from eval.drafters.dflash import DFlashDrafter
 from eval.drafters.eagle import EagleDrafter, random_eagle_head
 from eval.drafters.eagle3 import Eagle3Drafter
 from eval.drafters.medusa import MedusaDrafter
@@ -43,6 +44,7 @@ DRAFTERS: dict[str, type] = {
     "eagle3": Eagle3Drafter,
     "medusa": MedusaDrafter,
     "dense": DenseDrafter,
+    "dflash": DFlashDrafter,
 }
 # How a drafter is made from an export's head, where that is not `cls(head, target)`.
 _FROM_EXPORT: dict[str, Callable[[nn.Module, FrozenTarget], Drafter]] = {

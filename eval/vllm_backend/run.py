@@ -24,8 +24,9 @@ from train.export import detect, export_draft, import_draft, read_json
 
 # our architecture -> the export format vLLM loads it from; format -> vLLM's speculative "method"
 FORMAT_FOR = {"eagle3": "speculators", "scylla": "speculators", "eagle": "eagle", "medusa": "medusa",
-              "dense": "hf-dense"}  # fmt: skip
-METHOD_FOR = {"speculators": "eagle3", "eagle": "eagle", "medusa": "medusa", "hf-dense": "draft_model"}
+              "dense": "hf-dense", "dflash": "dflash"}  # fmt: skip
+METHOD_FOR = {"speculators": "eagle3", "eagle": "eagle", "medusa": "medusa", "hf-dense": "draft_model",
+              "dflash": "dflash"}  # fmt: skip
 # A folder that vLLM loads but reads differently from what it was trained for: refused, not served.
 REFUSED = {"eagle3-sglang": "vLLM reads its layer ids without SGLang's +1; export with --format speculators"}
 
