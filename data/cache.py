@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from data.atomic import atomic_file
 from data.blocks import Blocks, BuildSpec, build_blocks
 from data.cache_reader import FORMAT
-from data.fingerprint import model_fingerprint, sha256_file, tokenizer_fingerprint
+from data.fingerprint import sha256_file, target_fingerprints, tokenizer_fingerprint
 from data.packing import real_lengths
 from data.target_io import DTYPES, load_target, normalize_layers, resolve_tokenizer, torch_dtype
 
@@ -126,7 +126,7 @@ def run_cache(job: CacheJob) -> dict:
     lengths = {name: real_lengths(b.loss_mask).tolist() for name, b in blocks.items()}
     fp = {
         "target": job.target,
-        "target_fingerprint": model_fingerprint(model),
+        **target_fingerprints(job.target, model),
         "tokenizer_fingerprint": tokenizer_fingerprint(tok),
         "tokenizer": resolve_tokenizer(job.target, job.tokenizer),
     }

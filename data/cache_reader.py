@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from data.fingerprint import check_fingerprint, sha256_file
+from data.fingerprint import check_fingerprint, check_target, sha256_file
 
 FORMAT = 2  # the layout data/cache.py writes: 1 = padded (n, seq_len) rows; 2 = real tokens + offsets index
 
@@ -103,10 +103,10 @@ class HiddenStateCache:
 
     def check(self, fingerprint: dict[str, str], data: dict[str, dict], need_layers: list[int]) -> None:
         """Refuse a cache that would silently train on the wrong features; name what differs."""
-        for kind in ("target", "tokenizer"):
-            key = f"{kind}_fingerprint"
-            check_fingerprint(f"cache {self.root}", kind, self.manifest.get(key), fingerprint.get(key),
-                              self.manifest.get("target"), fingerprint.get("target"), CacheMismatch)  # fmt: skip
+        check_target(f"cache {self.root}", self.manifest, fingerprint, CacheMismatch)
+        check_fingerprint(f"cache {self.root}", "tokenizer", self.manifest.get("tokenizer_fingerprint"),
+                          fingerprint.get("tokenizer_fingerprint"), self.manifest.get("target"),
+                          fingerprint.get("target"), CacheMismatch)  # fmt: skip
         for split, want in data.items():
             have = self.manifest["data"].get(split)
             if have != want:

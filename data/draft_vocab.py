@@ -28,6 +28,7 @@ from data.blocks import build_blocks
 from data.fingerprint import check_fingerprint, tokenizer_fingerprint
 from data.spec import load_data_config, split_spec
 from data.target_io import load_tokenizer
+from data.token_reach import never_emitted_ids
 
 
 def count_tokens(
@@ -68,18 +69,28 @@ def count_data_tokens(
 
 
 def build_maps(
-    counts: np.ndarray, size: int, always: Sequence[int]
+    counts: np.ndarray, size: int, always: Sequence[int], never: Sequence[int] = ()
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Top-`size` ids by count (special tokens always kept), ascending; returns d2t, t2d and coverage."""
-    if not 0 < size <= len(counts):
-        raise ValueError(f"draft vocabulary size {size} must be in 1..{len(counts)}")
+    """Top-`size` ids by count (special tokens always kept, `never` ids left out), ascending; returns d2t,
+    t2d and coverage."""
+    if not 0 < size <= len(counts) - len(set(never)):
+        raise ValueError(f"draft vocabulary size {size} must be in 1..{len(counts) - len(set(never))}")
     order = np.argsort(-counts, kind="stable")
-    chosen = list(dict.fromkeys([*always, *order.tolist()]))[:size]
+    skip = set(never)
+    chosen = [i for i in dict.fromkeys([*always, *order.tolist()]) if i not in skip][:size]
     d2t = torch.tensor(sorted(chosen), dtype=torch.long)
     t2d = torch.zeros(len(counts), dtype=torch.bool)
     t2d[d2t] = True
     coverage = float(counts[d2t.numpy()].sum() / max(1, counts.sum()))
     return d2t, t2d, coverage
+
+
+def maps_for(
+    tokenizer: PreTrainedTokenizerBase, counts: np.ndarray, size: int
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """`build_maps` for a tokenizer: its special tokens kept, except ids it can never emit (an unk a byte-level
+    BPE never produces, which AutoTokenizer may append past the target's embedding: data/token_reach.py)."""
+    return build_maps(counts, size, tokenizer.all_special_ids, never_emitted_ids(tokenizer))
 
 
 def save_vocab(
@@ -146,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         counts = np.rint(freqs * total).astype(np.int64)
     else:
         counts = sum(per_source)
-    d2t, t2d, coverage = build_maps(counts, args.size, tok.all_special_ids)
+    d2t, t2d, coverage = maps_for(tok, counts, args.size)
     meta = {
         "size": args.size,
         "coverage": f"{coverage:.6f}",

@@ -95,10 +95,14 @@ def pack_chats(
 class BlockSampler:
     """Which blocks rank r reads in micro-batch i: a pure function of (seed, i), so resuming is a seek.
 
-    Each epoch is a fresh permutation; ranks take interleaved slices so no block is read twice per epoch.
-    With `lengths` and `group_by_length`, each window of GROUP_WINDOW global micro-batches (one micro-batch
-    for every rank) is sorted by length before it is cut, and the cut micro-batches are shuffled back within
-    the window so the stream does not run from long to short.
+    The order is cut in optimizer steps of B = micro_batch x accum x world blocks (the global batch): step s
+    of an epoch reads the same B blocks however B is factored, so a run resumed on another world size with
+    the same global batch (grad_accum scaled to match) reads exactly the planned blocks in each step. Within a
+    step, micro-batch a of rank r takes the (a x world + r)-th run of micro_batch blocks.
+
+    Each epoch is a fresh permutation; no block is read twice per epoch. With `lengths` and
+    `group_by_length`, each window of GROUP_WINDOW steps is sorted by length before it is cut into steps,
+    and the steps are shuffled back within the window so the stream does not run from long to short.
     """
 
     def __init__(
@@ -110,11 +114,14 @@ class BlockSampler:
         seed: int,
         lengths: np.ndarray | None = None,
         group_by_length: bool = True,
+        accum: int = 1,
     ) -> None:
-        self.per_epoch = num_blocks // (micro_batch * world)
+        self.step_blocks = micro_batch * accum * world  # the global batch
+        self.per_epoch = (num_blocks // self.step_blocks) * accum  # micro-batches per epoch
         if self.per_epoch == 0:
             raise ValueError(
-                f"{num_blocks} packed sequences cannot fill one micro-batch of {micro_batch} on {world} ranks"
+                f"{num_blocks} packed sequences cannot fill one step of {micro_batch} x {accum} accumulation"
+                f" x {world} ranks"
             )
         self.num_blocks, self.micro_batch, self.rank, self.world, self.seed = (
             num_blocks,
@@ -130,14 +137,14 @@ class BlockSampler:
     def _epoch_order(self, epoch: int) -> np.ndarray:
         """All blocks of one epoch as (per_epoch, world, micro_batch): [i, r] is rank r's micro-batch i."""
         rng = np.random.default_rng(self.seed + epoch)
-        glob = self.micro_batch * self.world
-        perm = rng.permutation(self.num_blocks)[: self.per_epoch * glob]
+        step = self.step_blocks
+        perm = rng.permutation(self.num_blocks)[: (self.num_blocks // step) * step]
         if self.grouped:
             assert self.lengths is not None
-            for start in range(0, len(perm), GROUP_WINDOW * glob):
-                window = perm[start : start + GROUP_WINDOW * glob]
+            for start in range(0, len(perm), GROUP_WINDOW * step):
+                window = perm[start : start + GROUP_WINDOW * step]
                 window = window[np.argsort(-self.lengths[window], kind="stable")]
-                batches = window.reshape(-1, glob)[rng.permutation(len(window) // glob)]
+                batches = window.reshape(-1, step)[rng.permutation(len(window) // step)]
                 perm[start : start + len(window)] = batches.reshape(-1)
         return perm.reshape(self.per_epoch, self.world, self.micro_batch)
 

@@ -9,7 +9,7 @@ Sampling is seeded per batch from (seed, position of its first prompt), so a res
 uninterrupted run with the same batch size would have.
 
 backend=vllm generates the same batches with vLLM in its own environment (data/vllm_generate.py, run with
-the python named by vllm_python or $DRAFTFORGE_VLLM_PYTHON; README "Serving engines (vLLM)"): same prompts
+the python named by vllm_python or $DRAFTFORGE_VLLM_PYTHON; docs/serving.md "Serving engines (vLLM)"): same prompts
 (the target's chat template, encoded here), same stop tokens, same output format and resume behaviour.
 """
 
@@ -167,7 +167,7 @@ def _hf_batches(
         torch.manual_seed(seed)
         sample = job.temperature > 0
         t0 = time.perf_counter()
-        # generate applies TemperatureLogitsWarper + TopPLogitsWarper: eval.sampling builds the same pair.
+        # generate applies TemperatureLogitsWarper + TopPLogitsWarper: train.decoding.sampling builds the same pair.
         rows = model.generate(
             input_ids=ids,
             attention_mask=attn,

@@ -22,6 +22,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from data.token_reach import check_vocab  # the tokenizer-vs-embedding check lives there
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 
@@ -169,44 +171,6 @@ def load_model(
         ) from err
     model.eval().requires_grad_(False)
     return model.to(dev)
-
-
-def reachable_ids(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
-    """Ids text or a chat can produce, each with why: the base vocabulary (any text), non-special added
-    tokens (matched in text), the tokenizer's bos/eos/pad/unk, and special tokens the chat template writes.
-    A special token that nothing writes (a spare `<|extra_0|>`) never reaches the embedding."""
-    out: dict[int, str] = {}
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    base = backend.get_vocab(with_added_tokens=False) if backend is not None else tokenizer.get_vocab()
-    if base:
-        top = max(base.values())
-        out[top] = f"its base vocabulary (ids up to {top})"
-    template = str(getattr(tokenizer, "chat_template", None) or "")
-    for tid, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
-        if not added.special:
-            out[tid] = f"added token {added.content!r}"
-        elif added.content in template:
-            out[tid] = f"special token {added.content!r} (written by the chat template)"
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
-        tid = getattr(tokenizer, name, None)
-        if isinstance(tid, int):
-            out[tid] = f"{name.removesuffix('_id')} {tokenizer.convert_ids_to_tokens(tid)!r}"
-    return out
-
-
-def check_vocab(model: nn.Module, tokenizer: PreTrainedTokenizerBase, model_path: str, tok_path: str) -> None:
-    """Refuse a tokenizer only when an id past the target's embedding can occur (it would index out of
-    range mid-run); ids no text or template produces (spare special tokens) are fine."""
-    rows = model.get_input_embeddings().weight.shape[0]
-    over = {tid: why for tid, why in reachable_ids(tokenizer).items() if tid >= rows}
-    if over:
-        tid = max(over)
-        raise ValueError(
-            f"tokenizer {tok_path} can produce id {tid} ({over[tid]}) but target {model_path} has only {rows} "
-            f"embedding rows (ids 0..{rows - 1}; the tokenizer has {len(tokenizer)} tokens). If it is the "
-            "target's own tokenizer, its config's vocab_size is wrong; otherwise set target.tokenizer to the "
-            "folder (or tokenizer.json) the target was trained with."
-        )
 
 
 def load_target(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from eval.drafters.base import DraftTree
+from train.decoding.drafter import DraftTree
 
 
 def share_budget(tree: DraftTree, budget: int) -> DraftTree:

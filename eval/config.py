@@ -79,7 +79,7 @@ class TreeConfig:
 
 @dataclass
 class VllmConfig:
-    """engine=vllm: vLLM runs in its own environment (README "Serving engines (vLLM)")."""
+    """engine=vllm: vLLM runs in its own environment (docs/serving.md "Serving engines (vLLM)")."""
 
     python: str = ""  # that environment's python; "" = the DRAFTFORGE_VLLM_PYTHON environment variable
     max_model_len: int = 512  # prompt + new tokens; also sizes vLLM's KV cache

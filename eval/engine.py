@@ -3,7 +3,7 @@
 One step for a batch of rows: the drafter proposes a tree below each row's last token; the target reads
 [last token, tree nodes] for every row in ONE forward, with a 4D mask in which each node sees the row's
 verified cache and its own ancestors, and with position ids = row length + depth; verification picks a path
-per row; each row's cache keeps exactly the slots of its accepted path (see `eval.kv`). Rows accept
+per row; each row's cache keeps exactly the slots of its accepted path (see `train.decoding.kv`). Rows accept
 different lengths and never wait for each other; a row that stops leaves the batch.
 
 The baseline that speculative decoding is timed and checked against is this same engine with
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import torch
 
 from eval.budget import share_budget
-from eval.drafters.base import CHAIN, Drafter, DraftSettings
-from eval.drafters.trees import is_chain, tree_visibility
-from eval.kv import Slots, additive, block_positions, causal_block, gather_tail, select_rows
-from eval.kv import positions as kv_positions
 from eval.verify import TreeVerifier
+from train.decoding.drafter import CHAIN, Drafter, DraftSettings
+from train.decoding.kv import Slots, additive, block_positions, causal_block, gather_tail, select_rows
+from train.decoding.kv import positions as kv_positions
+from train.decoding.trees import is_chain, tree_visibility
 from train.modeling.target import FrozenTarget
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
+from data.fingerprint import WeakFingerprintWarning, is_weights_fingerprint
 from data.target_io import check_target_path, check_tokenizer_path
+from data.target_weights import weights_fingerprint
 from eval.config import EvalConfig
 from eval.drafters import RANDOM_DRAFT
-from train.modeling.draft.io import EXPORT_FORMAT
+from train.drafts.io import EXPORT_FORMAT
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -79,25 +82,65 @@ def _same(a: str | None, b: str | None) -> bool:
     return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else a == b
 
 
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
+
+
+def _check_chosen_target(cfg: EvalConfig, meta: dict) -> None:
+    """A target chosen on the command line at another path than the recorded one is the same target when its
+    weights hash matches the recorded one; refused, naming both, when it does not. An export that recorded
+    only the old probe fingerprint cannot be checked before the target loads: the drafter's check does it
+    (with a warning that the old fingerprint is weaker)."""
+    recorded = meta.get("target_fingerprint")
+    if not recorded:
+        raise ValueError(
+            f"target.name_or_path={cfg.target.name_or_path}, but draft {cfg.draft_path} was trained against "
+            f"{meta['target']} and records no target fingerprint to match another path by: leave target= out "
+            "to use the recorded one"
+        )
+    if not is_weights_fingerprint(recorded):
+        warnings.warn(
+            f"draft {cfg.draft_path} records only the old config-and-probe fingerprint of its target "
+            f"({recorded}): target.name_or_path={cfg.target.name_or_path} is checked against it once loaded, "
+            "a weaker check than the weights hash that new exports record",
+            WeakFingerprintWarning,
+            stacklevel=3,
+        )
+        return
+    have = weights_fingerprint(cfg.target.name_or_path)
+    if have is not None and have != recorded:
+        raise ValueError(
+            f"target.name_or_path={cfg.target.name_or_path} has weights {have}, but draft {cfg.draft_path} was "
+            f"trained against {meta['target']} ({recorded}): choose a target with those weights, or leave "
+            "target= out to use the recorded one"
+        )
+
+
 def use_recorded_target(cfg: EvalConfig, chosen: set[str] = frozenset()) -> EvalConfig:
     """Eval runs against the target (and tokenizer) the draft was trained with. Unless the user chose them
     (`chosen`: `target`, `target.name_or_path`, `target.tokenizer` given on the command line) they are the
-    export's recorded ones; a chosen target that disagrees is refused, naming both."""
+    export's recorded ones. A chosen target at another path is accepted when its weights match the recorded
+    fingerprint, refused naming both when they do not."""
     meta = recorded_meta(cfg.draft_path)
     target, tokenizer = meta.get("target"), meta.get("tokenizer")
     if not target:
         return cfg
     if chosen & {"target", "target.name_or_path"}:
         if not _same(cfg.target.name_or_path, target):
-            raise ValueError(
-                f"target.name_or_path={cfg.target.name_or_path}, but draft {cfg.draft_path} was trained "
-                f"against {target}: leave target= out to use the recorded one"
-            )
+            _check_chosen_target(cfg, meta)
         target = cfg.target.name_or_path
+    elif _looks_local(target) and not Path(target).expanduser().exists():
+        raise FileNotFoundError(
+            f"draft {cfg.draft_path} was trained against {target} ({meta.get('target_fingerprint')}), which "
+            "does not exist here: set target.name_or_path=<the folder holding that target>; it is accepted "
+            "when its weights match that fingerprint"
+        )
     if "target.tokenizer" in chosen:
         tok = cfg.target.tokenizer
-    else:  # "tokenizer" records the resolved source; the target's own folder means target.tokenizer=null
-        tok = None if tokenizer is None or _same(tokenizer, target) else tokenizer
+    elif tokenizer is None or _same(tokenizer, meta.get("target")):
+        tok = None  # "tokenizer" records the resolved source; the target's own folder means target.tokenizer=null
+    else:
+        tok = tokenizer
     family = cfg.target.family if chosen & {"target", "target.name_or_path"} else Path(target).name
     new = dataclasses.replace(cfg.target, name_or_path=target, tokenizer=tok, family=family)
     return dataclasses.replace(cfg, target=new)

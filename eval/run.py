@@ -20,8 +20,8 @@ from eval.engine import Engine, Generation, RowResult
 from eval.metrics import Metrics, summarize
 from eval.prompts import Prompt, load_prompts
 from eval.report import format_table, log_results, plot_all, write_outputs, write_results
-from eval.sampling import Sampling
 from eval.verify import TreeVerifier
+from train.decoding.sampling import Sampling
 from train.modeling.target import FrozenTarget
 
 WARMUP_TOKENS = 4

@@ -12,7 +12,7 @@
 # Resumable: rerun after an interruption; a finished point is skipped, a finished training or eval reused.
 # Past the grid: `python -m eval.laws.point -m --config-name sweep/tiny-tokens name=$NAME tokens=800000,1600000`
 # adds budgets; `python -m eval.laws outputs/sweeps/$NAME --min-tokens 100000` fits above the servable layout's
-# ~100k-token warm-up (eval/laws/RESULTS.md).
+# ~100k-token warm-up (docs/scaling-laws.md).
 # AXES="tokens depth" limits the axes; extra arguments go to every multirun (e.g. tracking=none), so one
 # `target=<conf/target option>` or `target.name_or_path=<folder>` retargets the whole sweep (as for recipes).
 set -euo pipefail

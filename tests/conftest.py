@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +19,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # DeepSpeed compiles a shared-memory comm op on first use (~30 s); keep it in one cache for the session.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+# pyproject's addopts run the suite on 2 pytest-xdist workers. Each worker gets its share of the cores for
+# torch and for the processes it starts; otherwise both workers' threads fight over every core.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 EMBEDDED = REPO / "data" / "embedded"
 TINY_LLAMA = Path(os.environ.get("DRAFTFORGE_TEST_TARGET", EMBEDDED / "targets" / "tiny-llama"))
@@ -70,10 +78,42 @@ def train_command(overrides: list[str], nproc: int = 2, launcher: str = "torchru
 
 
 def run_train(
-    overrides: list[str], nproc: int = 2, check: bool = True, launcher: str = "torchrun"
+    overrides: list[str],
+    nproc: int = 2,
+    check: bool = True,
+    launcher: str = "torchrun",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     cmd = train_command(overrides, nproc, launcher)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"train exited {proc.returncode}\n--- stderr tail ---\n{proc.stderr[-4000:]}")
     return proc
+
+
+# --dist loadgroup: a worker takes a whole group at a time. Each test file is one group, so its module
+# fixtures (a loaded target, a trained head) are built once; the vLLM engine tests share one group (one vLLM
+# engine at a time on 2 cores, as before xdist). Groups start slowest first (measured durations, slowest
+# file first), so the longest one does not start last while the other worker idles.
+SHARED_GROUPS = {"test_vllm_": "vllm-engine", "test_laws_batch_vllm": "vllm-engine"}
+SLOWEST_FIRST = (
+    "test_pipeline", "test_own_target_recipe", "test_resilience_resume", "test_sweep_multirun",
+    "test_train_distributed", "test_eval_sampling", "test_draft_eval", "test_export_formats",
+    "test_eval_lossless", "test_resilience_guards", "test_bad_input", "test_family_shapes",
+)  # fmt: skip
+
+
+def _group(item: pytest.Item) -> str:
+    name = item.path.stem
+    return next((g for prefix, g in SHARED_GROUPS.items() if name.startswith(prefix)), name)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda it: rank.get(_group(it), len(rank)))  # stable: file order kept within a rank
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_group(item)))

@@ -48,3 +48,60 @@ def tokenizer_only(target: Path, out: Path) -> Path:
     for name in TOKENIZER_FILES:
         shutil.copy(target / name, out / name)
     return out
+
+
+# --- issue 22: a target with its own 3,000-token byte-level BPE that AutoTokenizer gives a default unk -------
+
+BPE_ROWS = 3000
+BPE_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+
+def build_bpe_target(out: Path, text_lines: int = 4000) -> Path:
+    """Qwen2 weights (the shipped tiny-qwen2's, cut to 3,000 embedding rows) with a 3,000-token byte-level BPE
+    trained on the shipped corpus, a Llama-3-style chat template, and bos/eos/pad set but no unk, saved by
+    transformers. Loading it, AutoTokenizer (Qwen2Tokenizer for a qwen2 config) adds its default unk
+    `<|endoftext|>` as id 3,000, one past the embedding; a byte-level BPE can never emit it."""
+    import gzip
+
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.conftest import PYDOCS_TRAIN
+
+    with gzip.open(PYDOCS_TRAIN, "rt") as f:
+        texts = [json.loads(line)["text"] for _, line in zip(range(text_lines), f, strict=False)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=BPE_ROWS, special_tokens=BPE_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    tok.train_from_iterator(texts, trainer)
+    assert tok.get_vocab_size() == BPE_ROWS, tok.get_vocab_size()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   pad_token="<|end_of_text|>", chat_template=LLAMA3_TEMPLATE)  # fmt: skip
+    fast.save_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(TINY_QWEN2, dtype="float32")
+    model.resize_token_embeddings(BPE_ROWS, mean_resizing=False)
+    ids = {name: fast.convert_tokens_to_ids(t) for name, t in
+           (("bos", "<|begin_of_text|>"), ("eos", "<|eot_id|>"), ("pad", "<|end_of_text|>"))}  # fmt: skip
+    model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id = (
+        ids["bos"],
+        ids["eos"],
+        ids["pad"],
+    )
+    model.generation_config.bos_token_id = ids["bos"]
+    model.generation_config.eos_token_id = [ids["eos"], ids["pad"]]
+    model.generation_config.pad_token_id = ids["pad"]
+    model.save_pretrained(out)
+    return out

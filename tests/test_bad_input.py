@@ -11,8 +11,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.conftest import REPO, TINY_LLAMA, run_train
-from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
-from train.modeling.draft.io import load_draft, save_draft
+from train.drafts.eagle.head import EagleHead, EagleHeadConfig
+from train.drafts.io import load_draft, save_draft
 from train.modeling.target import FrozenTarget
 
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from data.cache import CacheJob, estimate_bytes, run_cache
 from data.cache_reader import CacheMismatch, HiddenStateCache
-from data.fingerprint import model_fingerprint as data_model_fp
+from data.fingerprint import target_fingerprints as data_target_fps
 from data.packing import real_lengths
 from data.paths import CONF_DIR, register_resolvers
 from data.spec import split_spec
@@ -24,7 +24,7 @@ from tests.conftest import TINY_LLAMA
 from train.config import TrainConfig, to_typed
 from train.draft_factory import build_draft
 from train.loss_seam import LossSeam
-from train.modeling.target import model_fingerprint as train_model_fp
+from train.modeling.target import target_fingerprints as train_target_fps
 
 register_resolvers()
 SEQ = 32
@@ -86,7 +86,7 @@ def test_offline_losses_equal_online(draft: str, cache: Path, small_corpus: Path
 def test_manifest_fingerprints_match_training(cache: Path, small_corpus: Path, tmp_path: Path) -> None:
     m = json.loads((cache / "manifest.json").read_text())
     target = make_cfg(small_corpus, tmp_path, "eagle").target.load("cpu")
-    assert data_model_fp(target.model) == train_model_fp(target.model)
+    assert data_target_fps is train_target_fps  # one fingerprint function for caches and training
     fp = target.fingerprint()
     assert (m["target_fingerprint"], m["tokenizer_fingerprint"]) == (
         fp["target_fingerprint"],

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from data.packing import BlockSampler, real_lengths
 from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
+from tests.drafts import ALGORITHMS, quick
 from train.config import to_typed
 from train.draft_factory import build_draft
 from train.loss_seam import LossSeam
@@ -43,6 +44,28 @@ def test_each_epoch_reads_every_block_at_most_once_and_is_a_pure_function(groupe
         assert fresh.tokens(i) == int(lengths[np.concatenate([s.indices(i) for s in samplers])].sum())
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_step_reads_the_same_blocks_however_the_global_batch_is_factored(grouped: bool) -> None:
+    """16 blocks per step as 8 x accum 1 x 2 ranks, 8 x 2 x 1, 4 x 4 x 1 or 2 x 1 x 8: the same blocks in
+    every step, across epochs (what an elastic resume relies on: train/resume.py)."""
+    lengths = np.random.default_rng(2).integers(5, 500, size=203)
+
+    def steps(micro: int, accum: int, world: int) -> list[list[int]]:
+        samplers = [BlockSampler(203, micro, r, world, 7, lengths, grouped, accum) for r in range(world)]
+        n = samplers[0].per_epoch * 3 // accum  # three epochs of steps
+        return [
+            sorted(
+                int(b) for i in range(s * accum, (s + 1) * accum) for sm in samplers for b in sm.indices(i)
+            )
+            for s in range(n)
+        ]
+
+    planned = steps(8, 1, 2)
+    assert len(planned) == 3 * (203 // 16)
+    for factors in ((8, 2, 1), (4, 4, 1), (2, 1, 8), (4, 2, 2)):
+        assert steps(*factors) == planned, factors
+
+
 def test_grouping_by_length_cuts_the_padding_computed() -> None:
     lengths = np.random.default_rng(0).lognormal(3.7, 0.8, size=960).astype(int).clip(4, 512)
 
@@ -59,7 +82,7 @@ def target() -> FrozenTarget:
     return FrozenTarget.load(str(TINY_LLAMA))
 
 
-@pytest.mark.parametrize("draft", ["eagle", "eagle3", "medusa", "dense"])
+@pytest.mark.parametrize("draft", ALGORITHMS)  # every registered algorithm
 def test_trimming_a_chat_batch_changes_no_loss(draft: str, target: FrozenTarget, tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = to_typed(
@@ -67,9 +90,8 @@ def test_trimming_a_chat_batch_changes_no_loss(draft: str, target: FrozenTarget,
                 "train",
                 overrides=[
                     f"output_dir={tmp_path}", "logger=none", f"draft={draft}", "data=embedded-dialogues",
-                    "stage=sft", "train.micro_batch_size=4",
-                ]
-                + (["draft.draft_vocab_size=null"] if draft == "eagle3" else []),
+                    "stage=sft", "train.micro_batch_size=4", *quick(draft),
+                ],
             )
         )  # fmt: skip
     torch.manual_seed(0)

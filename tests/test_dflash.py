@@ -7,33 +7,43 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from eval.drafters.base import CHAIN, DraftSettings, NoDrafter
-from eval.drafters.dflash import DFlashDrafter
 from eval.engine import Engine
-from eval.sampling import Sampling
 from tests.conftest import TINY_LLAMA
+from train.decoding.drafter import CHAIN, DraftSettings, NoDrafter
+from train.decoding.sampling import Sampling
 from train.drafts.dflash import blocks
 from train.drafts.dflash import export_vllm as fmt
+from train.drafts.dflash.config import DFlashConfig
+from train.drafts.dflash.drafter import DFlashDrafter
 from train.drafts.dflash.head import DFlashHead, DFlashHeadConfig
 from train.drafts.dflash.objective import DFlashObjective
 from train.export_formats.common import ExportError, Target
 from train.modeling.draft.dims import attention_dims
 from train.modeling.target import FrozenTarget
+from train.settings import StageConfig
 
 BS = 4
 LAYERS = [1, 2, 3]
 
 
+def settings(**draft: object) -> SimpleNamespace:
+    """What an objective reads of a run config: the stage (pretrain's defaults) and the draft config."""
+    return SimpleNamespace(stage=StageConfig(), draft=DFlashConfig(block_size=BS, **draft))
+
+
 @pytest.fixture(scope="module")
 def target() -> FrozenTarget:
-    t = FrozenTarget.load(str(TINY_LLAMA))
-    t.feature_layers = LAYERS
-    return t
+    return FrozenTarget.load(str(TINY_LLAMA))
+
+
+def feats(target: FrozenTarget, ids: torch.Tensor):  # noqa: ANN201 - TargetFeatures
+    return target.features(ids, layers=LAYERS)
 
 
 def random_head(target: FrozenTarget, num_layers: int = 2, seed: int = 0, mask_id: int = 0) -> DFlashHead:
@@ -106,7 +116,7 @@ def test_many_anchors_in_one_pass_equal_each_block_alone(target: FrozenTarget) -
     time; a block's logits do not move when context at or after its anchor changes."""
     head = random_head(target)
     ids = ids_of(target, TEXT)
-    f = target.features(ids)
+    f = feats(target, ids)
     t = ids.shape[1]
     anchors = torch.tensor([[1, 4, 7, t - 2]])
     valid = torch.ones_like(anchors, dtype=torch.bool)
@@ -142,7 +152,7 @@ def test_drafter_with_its_cache_equals_a_fresh_forward(target: FrozenTarget) -> 
     head = random_head(target)
     drafter = DFlashDrafter(head, target)
     ids = ids_of(target, TEXT)
-    f = target.features(ids)
+    f = feats(target, ids)
     settings = DraftSettings(mode=CHAIN, draft_length=BS - 1)
     drafter.start(2)
     cut = [6, 9]  # row 0 has seen 6 tokens, row 1 nine (right-padded)
@@ -185,8 +195,8 @@ def test_engine_with_dflash_is_lossless(target: FrozenTarget, temperature: float
 def test_objective_trains_and_reports_per_slot(target: FrozenTarget) -> None:
     head = random_head(target, num_layers=1)
     ids = ids_of(target, TEXT)
-    obj = DFlashObjective(("soft_ce", 1.0, None), gamma=4.0, max_anchors=8)
-    out = obj(head, target, ids, target.features(ids), torch.ones_like(ids), training=True)
+    obj = DFlashObjective(settings(max_anchors=8))
+    out = obj(head, target, ids, feats(target, ids), torch.ones_like(ids), training=True)
     assert torch.isfinite(out.loss) and out.stats["count"] == 8
     assert {f"slot{i}/count" for i in range(1, BS)} <= set(out.stats)
     assert 8 <= out.stats["accept_len_sum"] <= 8 * BS

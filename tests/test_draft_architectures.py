@@ -11,10 +11,12 @@ from hydra import compose, initialize_config_dir
 from data.draft_vocab import build_maps, load_vocab, save_vocab
 from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
+from tests.drafts import layers, quick
 from train.config import to_typed
 from train.draft_factory import build_draft
+from train.drafts.eagle3.objective import Eagle3Objective, unrolled_attention_mask
+from train.drafts.registry import SPECS
 from train.modeling.target import FrozenTarget
-from train.objectives.eagle3 import Eagle3Objective, unrolled_attention_mask
 
 register_resolvers()
 
@@ -51,8 +53,9 @@ def test_training_time_test_never_reads_the_future(draft: str, target: FrozenTar
     perturbed[:, cut:] = torch.randint(3, 4000, (2, 24 - cut))
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        a = obj.per_position(head, head, target, ids, target.features(ids), mask)
-        b = obj.per_position(head, head, target, perturbed, target.features(perturbed), mask)
+        fused = layers(cfg, target.num_layers)
+        a = obj.per_position(head, head, target, ids, target.features(ids, layers=fused), mask)
+        b = obj.per_position(head, head, target, perturbed, target.features(perturbed, layers=fused), mask)
     for j, ((ce_a, _, _), (ce_b, _, _)) in enumerate(zip(a, b, strict=True)):
         safe = cut - 1 - j  # query t at step j reads tokens <= t+1+j and predicts the one after t+1+j
         torch.testing.assert_close(ce_a[:, :safe], ce_b[:, :safe], rtol=0, atol=1e-5, msg=f"step {j}")
@@ -111,7 +114,7 @@ def test_medusa_and_dense_shapes(target: FrozenTarget, tmp_path: Path) -> None:
 
 
 def test_chaining_from_a_mismatched_export_fails_clearly(target: FrozenTarget, tmp_path: Path) -> None:
-    from train.modeling.draft.io import save_draft
+    from train.drafts.io import save_draft
 
     head = build_draft(config(tmp_path, "draft=eagle"), target)
     meta = target.fingerprint()
@@ -127,17 +130,17 @@ def test_chaining_from_a_mismatched_export_fails_clearly(target: FrozenTarget, t
         build_draft(config(tmp_path, "draft=eagle", f"stage.init_from={tmp_path / 'other'}"), target)
 
 
-@pytest.mark.parametrize("draft", ["eagle", "eagle3", "scylla", "medusa", "dense"])
+@pytest.mark.parametrize("draft", sorted(SPECS))  # every registered name, aliases too
 @pytest.mark.parametrize("stage", ["pretrain", "distill"])
 def test_gradients_reach_only_the_draft(draft: str, stage: str, target: FrozenTarget, tmp_path: Path) -> None:
     from train.loss_seam import objective_for
 
-    extra = ["draft.draft_vocab_size=null"] if draft in ("eagle3", "scylla") else []
-    cfg = config(tmp_path, f"draft={draft}", f"stage={stage}", "stage.data_ce_weight=0.1", *extra)
+    cfg = config(tmp_path, f"draft={draft}", f"stage={stage}", "stage.data_ce_weight=0.1", *quick(draft))
     torch.manual_seed(0)
     head = build_draft(cfg, target)
     ids = torch.randint(3, 4000, (2, 20))
-    out = objective_for(cfg)(head, target, ids, target.features(ids), torch.ones_like(ids), True)
+    feats = target.features(ids, layers=layers(cfg, target.num_layers))
+    out = objective_for(cfg)(head, target, ids, feats, torch.ones_like(ids), True)
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(not p.requires_grad and p.grad is None for p in target.parameters()), (

@@ -12,13 +12,12 @@ from hydra import compose, initialize_config_dir
 from data.paths import CONF_DIR, register_resolvers
 from data.target_io import eos_token_ids
 from eval.drafters import DraftSettings, NoDrafter
-from eval.drafters.dense import DenseDrafter
-from eval.drafters.eagle3 import Eagle3Drafter
-from eval.drafters.medusa import MedusaDrafter
 from eval.engine import Engine
 from tests.conftest import TINY_LLAMA
 from train.config import to_typed
 from train.draft_factory import build_draft
+from train.drafts.medusa.drafter import MedusaDrafter
+from train.drafts.registry import SPECS, algorithms
 from train.modeling.target import FrozenTarget
 
 register_resolvers()
@@ -54,22 +53,14 @@ def head(target: FrozenTarget, tmp_path: Path, *overrides: str) -> torch.nn.Modu
 
 
 def drafter(name: str, target: FrozenTarget, tmp_path: Path):  # noqa: ANN201
-    if name == "eagle3":
-        return Eagle3Drafter(head(target, tmp_path, "draft=eagle3", "draft.draft_vocab_size=1024"), target)
-    if name == "eagle3-servable":  # the published EAGLE-3 layout that SGLang / vLLM load
-        return Eagle3Drafter(head(target, tmp_path, "draft=eagle3", "draft.layout=eagle3"), target)
-    if name == "scylla":
-        return Eagle3Drafter(head(target, tmp_path, "draft=scylla", "draft.num_layers=2"), target)
-    if name == "medusa":
-        return MedusaDrafter(head(target, tmp_path, "draft=medusa"), target)
-    return DenseDrafter(head(target, tmp_path, "draft=dense").model.eval())
+    """The algorithm's drafter around a fresh head with its default config, as eval makes it from an export."""
+    return SPECS[name].drafter(head(target, tmp_path, f"draft={name}"), target)
 
 
+# Every registered algorithm, in both shapes (the list comes from the registry: a new folder is tested too).
 @pytest.mark.parametrize(
-    ("name", "shape"),
-    [("eagle3", "chain"), ("eagle3", "tree"), ("eagle3-servable", "tree"), ("scylla", "tree"), ("medusa", "chain"), ("medusa", "tree"),
-     ("dense", "chain"), ("dense", "tree")],
-)  # fmt: skip
+    ("name", "shape"), [(s.name, shape) for s in algorithms() for shape in ("chain", "tree")]
+)
 def test_every_architecture_is_lossless(
     name: str, shape: str, target: FrozenTarget, prompts: list[list[int]], reference, tmp_path: Path
 ) -> None:

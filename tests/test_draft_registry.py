@@ -1,5 +1,6 @@
-"""One spec per draft: train's specs, eval's drafters and conf/draft/*.yaml name the same architectures;
-a draft setting the chosen architecture does not read is refused; Medusa builds a real dynamic tree."""
+"""One spec per draft algorithm, found by listing train/drafts/: every name (aliases too) is a Hydra option
+built from its config class, an alias is declared once, a setting the chosen algorithm's config lacks is
+refused by name; Medusa builds a real dynamic tree."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data.paths import CONF_DIR, REPO_ROOT, register_resolvers
-from eval.drafters import DRAFTERS, DraftSettings, drafter_class
-from eval.drafters.medusa import MedusaDrafter
+from eval.drafters import DraftSettings
 from tests.conftest import TINY_LLAMA
 from train.config import ConfigError, to_typed
 from train.draft_factory import build_draft
-from train.drafts import SPECS
+from train.drafts.medusa.drafter import MedusaDrafter
+from train.drafts.registry import SPECS, algorithms, formats
 from train.modeling.target import FrozenTarget
 
 register_resolvers()
@@ -28,34 +29,40 @@ def config(tmp_path: Path, *overrides: str):  # noqa: ANN201
         return to_typed(compose("train", overrides=[f"output_dir={tmp_path}", "logger=none", *overrides]))
 
 
-def test_train_specs_eval_drafters_and_conf_agree() -> None:
-    conf = {p.stem for p in (CONF_DIR / "draft").glob("*.yaml")}
-    assert set(SPECS) == conf  # every name (aliases too) has its conf/draft file, and no file lacks a spec
-    assert {spec.name for spec in SPECS.values()} == set(DRAFTERS)  # eval keys drafters by spec name
-    assert drafter_class("scylla") is drafter_class("eagle3")  # an alias is one spec, defined once
-    for name, spec in SPECS.items():  # each conf file sets its own name and only fields its spec reads
+def test_every_folder_is_one_spec_and_every_name_composes() -> None:
+    folders = {p.parent.name for p in (REPO_ROOT / "train" / "drafts").glob("*/__init__.py")}
+    assert {spec.name for spec in algorithms()} == folders  # one spec per folder, named as the folder
+    assert not (CONF_DIR / "draft").exists()  # the config classes are the only defaults: no yaml copies
+    assert SPECS["scylla"] is SPECS["eagle3"]  # an alias is one spec, declared once
+    for name, spec in SPECS.items():  # Hydra's option is the config class, with the alias's values
         cfg = config(Path("/tmp/unused"), f"draft={name}")
-        assert cfg.draft.name == name and name in (spec.name, *spec.aliases)
+        assert isinstance(cfg.draft, spec.config) and cfg.draft == spec.default_config(name)
+    assert config(Path("/tmp/unused"), "draft=scylla").draft.num_layers == 2
+    for spec in algorithms():  # each engine's format is one the algorithm itself declares
+        assert all(fmt in {m.NAME for m in spec.formats} for fmt, _ in spec.serve.values()), spec.name
+    assert len(formats()) == sum(len(s.formats) for s in algorithms())  # no format claimed twice
 
 
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        (["draft=eagle", "draft.medusa_heads=3"], "draft.medusa_heads"),
-        (["draft=medusa", "draft.ttt_steps=5"], "draft.ttt_steps"),
-        (["draft=dense", "draft.draft_vocab_size=64"], "draft.draft_vocab_size"),
+        (["draft=eagle", "+draft.medusa_heads=3"], "medusa_heads"),
+        (["draft=medusa", "+draft.ttt_steps=5"], "ttt_steps"),
+        (["draft=dense", "+draft.draft_vocab_size=64"], "draft_vocab_size"),
     ],
 )
 def test_a_setting_the_draft_does_not_read_is_refused(
     overrides: list[str], named: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError, match=rf"{named}: not used by draft="):
+    """Without `+` Hydra itself refuses the key (the composed draft section has only the algorithm's keys);
+    with it, the typed conversion names the key and the keys the algorithm reads."""
+    with pytest.raises(ConfigError, match=rf"unknown draft={overrides[0][6:]} key '{named}'.*reads: "):
         config(tmp_path, *overrides)
 
 
 def test_specs_and_objectives_do_not_import_the_run_config() -> None:
     """The old circle was config -> stages -> objectives -> config; now config sits above the specs."""
-    code = "import sys, train.drafts, train.objectives; assert 'train.config' not in sys.modules, 'circle'"
+    code = "import sys, train.drafts.registry, train.objectives; assert 'train.config' not in sys.modules, 'circle'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 

@@ -19,12 +19,12 @@ from data.embedded_paths import TINY_LLAMA_DIR
 from data.target_io import eos_token_ids
 from eval.budget import share_budget
 from eval.drafters import DraftSettings, DraftTree, NoDrafter
-from eval.drafters.dense import DenseDrafter, load_dense
-from eval.drafters.eagle import EagleDrafter, random_eagle_head
-from eval.drafters.trees import dynamic_tree
 from eval.engine import Engine
 from eval.laws.batch import main, rows_from_eval_dirs
 from eval.report import write_results
+from train.decoding.trees import dynamic_tree
+from train.drafts.dense.drafter import DenseDrafter, load_dense
+from train.drafts.eagle.drafter import EagleDrafter, random_eagle_head
 from train.modeling.target import FrozenTarget, TargetConfig
 
 TEXTS = ["The json module can serialize Python objects", "def read(path):", "Lists are", "A class",

@@ -1,5 +1,5 @@
-"""Pins the transformers cache API that eval/kv.py relies on instead of rewriting a DynamicCache's per-layer
-tensors: `crop(-n)` drops the last n slots (a positive n is refused in transformers 5), and
+"""Pins the transformers cache API that train/decoding/kv.py relies on instead of rewriting a DynamicCache's
+per-layer tensors: `crop(-n)` drops the last n slots (the one meaning every transformers 5 release shares), and
 `batch_select_indices(rows)` keeps those rows. Also: gather_tail moves only the selected slots and leaves
 the prefix untouched, and a prefix selection copies nothing."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from eval.kv import cache_length, gather_tail, select_rows, truncate
+from train.decoding.kv import cache_length, gather_tail, select_rows, truncate
 
 
 def filled_cache(batch: int = 3, length: int = 7) -> DynamicCache:
@@ -28,12 +28,12 @@ def snapshot(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def test_crop_takes_minus_the_slots_to_drop_and_truncate_uses_it() -> None:
     cache = filled_cache()
     before = snapshot(cache)
-    with pytest.raises(ValueError, match="positive"):
-        cache.crop(4)  # the legacy "keep 4" meaning is gone: kv.truncate must not pass a length
     cache.crop(-2)
     assert cache.get_seq_length() == 5
     for layer, (k, v) in zip(cache.layers, before, strict=True):
         assert torch.equal(layer.keys, k[:, :, :5]) and torch.equal(layer.values, v[:, :, :5])
+    truncate(cache, 5)  # nothing to drop: transformers 5.0's crop(0) would empty the cache
+    assert cache_length(cache) == 5
     truncate(cache, 3)
     assert cache_length(cache) == 3
     assert torch.equal(cache.layers[1].keys, before[1][0][:, :, :3])

@@ -19,12 +19,12 @@ from data.target_io import eos_token_ids
 from data.tracking import LoggerConfig
 from eval.config import EvalConfig, PromptsConfig, TreeConfig
 from eval.drafters import DraftSettings, NoDrafter
-from eval.drafters.eagle import EagleDrafter, random_eagle_head
 from eval.drafters.oracle import TargetDrafter
-from eval.drafters.trees import dynamic_tree, static_tree, tree_visibility
 from eval.engine import Engine
 from eval.run import LosslessError, evaluate
 from eval.verify import TreeVerifier, Walk
+from train.decoding.trees import dynamic_tree, static_tree, tree_visibility
+from train.drafts.eagle.drafter import EagleDrafter, random_eagle_head
 from train.modeling.target import FrozenTarget, TargetConfig
 
 TARGETS = {"tiny-llama": TINY_LLAMA_DIR, "tiny-qwen2": TINY_QWEN2_DIR}
@@ -61,13 +61,15 @@ def decode(engine: Engine, ps: list[list[int]], bs: int, n: int = N_NEW) -> list
 
 @pytest.fixture(scope="module")
 def greedy(target: FrozenTarget) -> list[list[int]]:
-    """The reference: the engine with no draft at batch 1, itself checked against HF generate."""
+    """The reference: the engine with no draft at batch 1, itself checked against HF generate on every prompt
+    (the chat prompt and the documents), token for token and to the same length (an eos stops both)."""
     ps, eos = prompts(target), eos_token_ids(target.model, target.tokenizer)
     ref = decode(Engine(target, NoDrafter(), DraftSettings(), eos), ps, 1)
-    ids = torch.tensor([ps[1]])
-    hf = target.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW, do_sample=False,
-                               eos_token_id=sorted(eos), pad_token_id=sorted(eos)[0])  # fmt: skip
-    assert ref[1] == hf[0, ids.shape[1] :].tolist()[: len(ref[1])]
+    for i, p in enumerate(ps):
+        ids = torch.tensor([p])
+        hf = target.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW,
+                                   do_sample=False, eos_token_id=sorted(eos), pad_token_id=sorted(eos)[0])  # fmt: skip
+        assert ref[i] == hf[0, ids.shape[1] :].tolist(), f"prompt {i}: our greedy reference is not HF's"
     return ref
 
 

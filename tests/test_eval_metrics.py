@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eval.drafters.base import DraftTree
 from eval.engine import BatchStats, RowResult
 from eval.metrics import Totals, summarize
-from eval.sampling import Sampling
 from eval.verify import TreeVerifier
+from train.decoding.drafter import DraftTree
+from train.decoding.sampling import Sampling
 
 
 def spec(

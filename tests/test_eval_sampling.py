@@ -19,8 +19,8 @@ from data.target_io import eos_token_ids
 from eval.drafters import DraftSettings
 from eval.drafters.oracle import TargetDrafter
 from eval.engine import Engine
-from eval.sampling import Sampling
 from eval.verify import TreeVerifier
+from train.decoding.sampling import Sampling
 from train.modeling.target import FrozenTarget, TargetConfig
 
 ROWS = 400

@@ -12,13 +12,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import TINY_LLAMA
+from train.drafts.dense.head import DenseDraft, DenseDraftConfig
+from train.drafts.eagle.head import EagleHead, EagleHeadConfig
+from train.drafts.eagle3.head import Eagle3Head, Eagle3HeadConfig
+from train.drafts.io import load_draft, save_draft
+from train.drafts.medusa.head import MedusaHeadConfig, MedusaHeads
 from train.export import export_draft, import_draft, main
 from train.export_formats.common import ExportError
-from train.modeling.draft.dense import DenseDraft, DenseDraftConfig
-from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
-from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
-from train.modeling.draft.io import load_draft, save_draft
-from train.modeling.draft.medusa import MedusaHeadConfig, MedusaHeads
 from train.modeling.target import FrozenTarget
 
 DIMS = {"hidden_size": 256, "intermediate_size": 128, "num_heads": 4, "num_kv_heads": 2, "head_dim": 64}
@@ -146,15 +146,17 @@ def test_refuses_heads_a_format_cannot_hold(
 
 
 def test_eagle_layout_needs_no_layer0_input_norm(target: FrozenTarget, tmp_path: Path) -> None:
-    head = EagleHead(EagleHeadConfig(**DIMS, vocab_size=V))  # our default: layer 0 keeps its input norm
+    head = EagleHead(
+        EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=True)
+    )  # layer 0 keeps its norm
     with pytest.raises(ExportError, match=r"layers\.0\.input_layernorm\.weight"):
         export_draft(our_export(head, target, tmp_path / "ours"), "eagle", tmp_path / "x")
 
 
 def test_eagle_layout_refuses_a_fc_bias_and_writes_bias_false(target: FrozenTarget, tmp_path: Path) -> None:
-    """vLLM and SGLang read config "bias" as attention biases (train/export_formats/eagle1.py): a non-zero fc
+    """vLLM and SGLang read config "bias" as attention biases (train/drafts/eagle/export.py): a non-zero fc
     bias cannot be written exactly; a zero one is dropped and "bias" is false for every loader."""
-    head = _randomize(EagleHead(EagleHeadConfig(**DIMS, vocab_size=V, first_layer_input_norm=False)))
+    head = _randomize(EagleHead(EagleHeadConfig(**DIMS, vocab_size=V, fc_bias=True)))  # our earlier head
     with pytest.raises(ExportError, match=r"fc\.bias is non-zero.*draft\.fc_bias=false"):
         export_draft(our_export(head, target, tmp_path / "biased"), "eagle", tmp_path / "x")
     with torch.no_grad():

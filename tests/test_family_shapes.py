@@ -20,9 +20,9 @@ from eval.config import EvalConfig, PromptsConfig, TreeConfig
 from eval.run import evaluate
 from tests.families import REAL_CONFIGS, build_family_target
 from train.config import to_typed
+from train.drafts.eagle.head import EagleHead, EagleHeadConfig
+from train.drafts.io import load_draft, save_draft
 from train.export import export_draft, import_draft
-from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
-from train.modeling.draft.io import load_draft, save_draft
 from train.modeling.draft.layers import Rotary, target_rope
 from train.modeling.target import FrozenTarget, TargetConfig
 from train.trainer import run

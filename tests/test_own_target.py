@@ -26,9 +26,9 @@ from eval.inputs import use_recorded_target
 from eval.prompts import load_prompts
 from tests.conftest import EMBEDDED, REPO, TINY_LLAMA
 from tests.own_target import SPARE_TOKEN, TEMPLATE, build_own_target, tokenizer_only
+from train.drafts.io import EXPORT_FORMAT
 from train.export import _target
 from train.feature_source import load_tokenizer as train_tokenizer
-from train.modeling.draft.io import EXPORT_FORMAT
 from train.modeling.target import TargetConfig
 
 
@@ -149,7 +149,7 @@ def test_eval_takes_the_recorded_target_and_refuses_another(tmp_path: Path) -> N
     got = use_recorded_target(cfg, set()).target
     assert (got.name_or_path, got.tokenizer) == (meta["target"], meta["tokenizer"])
     with pytest.raises(
-        ValueError, match=f"target.name_or_path={TINY_LLAMA}.*trained against {meta['target']}"
+        ValueError, match=f"target.name_or_path={TINY_LLAMA}.*trained against {meta['target']} and records no"
     ):
         use_recorded_target(cfg, {"target"})
     same = EvalConfig(target=TargetConfig(name_or_path=meta["target"]), draft_path=str(export))

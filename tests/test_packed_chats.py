@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from data.packing import pack_chats, plan_rows, real_lengths
 from data.paths import CONF_DIR, register_resolvers
 from tests.conftest import TINY_LLAMA
+from tests.drafts import ALGORITHMS, layers, quick
 from train.config import to_typed
 from train.draft_factory import build_draft
 from train.feature_source import target_features
@@ -22,13 +23,6 @@ from train.modeling.doc_mask import Packing, doc_causal_mask, doc_positions, var
 from train.modeling.target import FrozenTarget, TargetFeatures
 
 register_resolvers()
-
-DRAFTS = {
-    "eagle": [],
-    "eagle3": ["draft.ttt_steps=3", "draft.draft_vocab_size=null"],
-    "dense": [],
-    "medusa": [],
-}
 
 
 @pytest.fixture(scope="module")
@@ -99,18 +93,20 @@ def features_at(f: TargetFeatures, keep: torch.Tensor) -> list[torch.Tensor]:
     return [x[keep] for x in (f.hidden, f.logits, f.layers) if x is not None]
 
 
-def draft_and_objective(draft: str, target: FrozenTarget, tmp_path: Path) -> tuple[torch.nn.Module, Any]:
-    """The same seeded draft head and its objective for both packed-chat loss tests."""
-    cfg = config(tmp_path, f"draft={draft}", *DRAFTS[draft])
+def draft_and_objective(
+    draft: str, target: FrozenTarget, tmp_path: Path
+) -> tuple[torch.nn.Module, Any, tuple[int, ...]]:
+    """The same seeded draft head, its objective and the target layers it fuses, for both packed-chat tests."""
+    cfg = config(tmp_path, f"draft={draft}", *quick(draft))
     torch.manual_seed(0)
-    return build_draft(cfg, target).eval(), objective_for(cfg)
+    return build_draft(cfg, target).eval(), objective_for(cfg), layers(cfg, target.num_layers)
 
 
-@pytest.mark.parametrize("draft", list(DRAFTS))
+@pytest.mark.parametrize("draft", ALGORITHMS)
 def test_a_conversation_changes_nothing_for_the_others(
     draft: str, target: FrozenTarget, tmp_path: Path
 ) -> None:
-    head, objective = draft_and_objective(draft, target, tmp_path)
+    head, objective, fused = draft_and_objective(draft, target, tmp_path)
     ids, mask, docs = pack_chats(*conversations(), pad_id=0)
     assert ids.shape[0] >= 2 and int(docs.max()) >= 2  # several rows, several chats in a row
     ids = ids.long()
@@ -121,7 +117,10 @@ def test_a_conversation_changes_nothing_for_the_others(
     where[changed[0]] = docs[changed[0]] == changed[1]
     perturbed[where] = torch.randint(3, 4000, (int(where.sum()),))
     with torch.no_grad():
-        fa, fb = target_features(target, ids, packing), target_features(target, perturbed, packing)
+        fa, fb = (
+            target_features(target, ids, packing, fused),
+            target_features(target, perturbed, packing, fused),
+        )
     for x, y in zip(features_at(fa, ~where), features_at(fb, ~where), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
     assert not torch.allclose(fa.hidden[where], fb.hidden[where])
@@ -137,18 +136,18 @@ def test_a_conversation_changes_nothing_for_the_others(
     assert moved > 0, "perturbing a conversation changed none of its own losses: the test is blind"
 
 
-@pytest.mark.parametrize("draft", list(DRAFTS))
+@pytest.mark.parametrize("draft", ALGORITHMS)
 def test_packed_losses_equal_each_conversation_alone(
     draft: str, target: FrozenTarget, tmp_path: Path
 ) -> None:
-    head, objective = draft_and_objective(draft, target, tmp_path)
+    head, objective, fused = draft_and_objective(draft, target, tmp_path)
     alone_ids, alone_mask = conversations()
     ids, mask, docs = pack_chats(alone_ids, alone_mask, pad_id=0)
     ids = ids.long()
     plan = plan_rows(real_lengths(alone_mask), ids.shape[1])
     packing = Packing.of(docs.long(), target.model.config._attn_implementation)
     with torch.no_grad():
-        feats = target_features(target, ids, packing)
+        feats = target_features(target, ids, packing, fused)
         for row in range(ids.shape[0]):
             for d in range(int(docs[row].max())):  # the last id is the row's padding
                 span = torch.nonzero(docs[row] == d).flatten()
@@ -159,7 +158,7 @@ def test_packed_losses_equal_each_conversation_alone(
                 only[row, span] = mask[row, span]
                 packed = objective(head, target, ids, feats, only, False, packing).stats
                 alone_m = alone_mask[src, : span.numel()][None]
-                alone_f = target_features(target, chat)
+                alone_f = target_features(target, chat, layers=fused)
                 layers = None if feats.layers is None else feats.layers[row, span]
                 packed_f = TargetFeatures(feats.hidden[row, span], feats.logits[row, span], layers)
                 for x, y in zip(features_at(packed_f, slice(None)), features_at(alone_f, 0), strict=True):

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import run_train, short_run_overrides
 from tests.test_resilience_resume import overrides, reference_run, spawn_ranks, wait_until
 from train.checkpoint import TMP_SUFFIX, _prune, latest_checkpoint
-from train.guards import RESUME_KEYS, resume_problems
+from train.guards import RESUME_KEYS, resume_identity, resume_problems
 
 EXIT_NONFINITE, EXIT_RESUME_REFUSED = 76, 78  # train/preemption.py
 
@@ -96,18 +96,35 @@ def test_failure_on_one_rank_during_save_ends_both_within_60s(
     assert not (out / "checkpoints" / "step_00000002").exists()  # never published
 
 
+def _batch(micro: int, accum: int, world: int) -> str:
+    return resume_identity({}, None, world, micro, accum)["batch_size"]
+
+
 def test_resume_problems_name_old_and_new_values() -> None:
-    old = {k: f"old-{k}" for k in RESUME_KEYS}
+    old = {**{k: f"old-{k}" for k in RESUME_KEYS}, "batch_size": _batch(4, 1, 2)}
+    changed = {**{k: f"new-{k}" for k in RESUME_KEYS}, "batch_size": _batch(4, 1, 1)}
     for key in RESUME_KEYS:
-        new = {**old, key: f"new-{key}"}
-        assert resume_problems(old, new, []) == [f"{key}: checkpoint old-{key}, now new-{key}"]
+        new = {**old, key: changed[key]}
+        assert resume_problems(old, new, []) == [f"{key}: checkpoint {old[key]}, now {new[key]}"]
         assert resume_problems(old, new, [key]) == []
     with pytest.raises(ValueError, match="resume_allow_changes"):
         resume_problems(old, old, ["learning_rate"])
 
 
+def test_same_global_batch_from_other_factors_is_not_a_batch_change() -> None:
+    old = {"batch_size": _batch(8, 1, 2)}
+    for micro, accum, world in ((8, 2, 1), (4, 4, 1), (2, 1, 8)):
+        assert resume_problems(old, {"batch_size": _batch(micro, accum, world)}, []) == [], (micro, accum)
+    assert resume_problems(old, {"batch_size": _batch(8, 1, 1)}, []) == [
+        "batch_size: checkpoint 16 sequences/step (micro 8 x accum 1 x world 2), "
+        "now 8 sequences/step (micro 8 x accum 1 x world 1)"
+    ]
+    # A world-size change needs no permission any more; old command lines that grant it still run.
+    assert resume_problems(old, {"batch_size": _batch(8, 2, 1)}, ["world_size"]) == []
+
+
 @pytest.mark.integration
-def test_resume_with_other_world_and_batch_size_is_refused(
+def test_resume_with_another_global_batch_is_refused_with_the_way_out(
     small_corpus: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = tmp_path / "run"
@@ -118,12 +135,14 @@ def test_resume_with_other_world_and_batch_size_is_refused(
         check=False,
     )
     assert proc.returncode == EXIT_RESUME_REFUSED, proc.stderr[-2000:]
-    assert "world_size: checkpoint 2, now 1" in proc.stderr
+    refusal = [line for line in proc.stderr.splitlines() if "refusing" in line]
+    assert len(refusal) == 1, proc.stderr[-2000:]
     assert (
-        "batch_size: checkpoint 8 sequences/step (micro 4 x accum 1 x world 2), now 2 sequences"
-        in proc.stderr
+        "batch_size: checkpoint 8 sequences/step (micro 4 x accum 1 x world 2), now 2 sequences" in refusal[0]
     )
-    assert "tokenizer" not in proc.stderr.split("refusing")[1]  # unchanged things are not reported
+    assert "train.global_batch_size=8 (or train.grad_accum=4)" in refusal[0]
+    assert "Traceback" not in proc.stderr
+    assert "world_size" not in refusal[0] and "tokenizer" not in refusal[0]  # what may change is not reported
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,14 @@ def launch_and_kill(args: list[str], when, env: dict[str, str] | None = None) ->
         proc.wait()
 
 
+def kill_seed() -> int:
+    """The seed of a test's random kill points: DRAFTFORGE_KILL_SEED=<n> replays a run, else it comes from the
+    clock. Printed, so a failing run's output (pytest shows it) says how to replay it."""
+    seed = int(os.environ.get("DRAFTFORGE_KILL_SEED") or time.time_ns() % 2**31)
+    print(f"[kill points] seed {seed}: DRAFTFORGE_KILL_SEED={seed} replays them", flush=True)
+    return seed
+
+
 def optimizer_states(ckpt: Path) -> dict[str, torch.Tensor]:
     out = {}
     for f in sorted(ckpt.glob("zero_pp_rank_*_optim_states.pt")):
@@ -175,7 +183,7 @@ def test_broken_run_relaunched_until_done_matches_uninterrupted(
     ref = reference_run(tmp_path_factory, small_corpus)
     out = tmp_path / "broken"
     args = overrides(small_corpus, out, "resume=true")
-    rng = random.Random(int(time.time()))
+    rng = random.Random(kill_seed())
     ckpts = out / "checkpoints"
 
     # 1. kill -9 in the middle of the first save (held open by the test-only save_sleep fault).

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests import test_resilience_elastic as elastic
 from tests.conftest import REPO, short_run_overrides
 from tests.test_resilience_resume import logged_since, metrics, overrides, reference_run
 
@@ -161,3 +162,64 @@ def test_two_job_sweep_runs_through_the_slurm_launcher(small_corpus: Path, tmp_p
     assert proc.returncode == 0, stdout[-3000:] + _job_logs(tmp_path / "sweep")[-3000:]
     for name in ("sweep-a", "sweep-b"):
         assert (tmp_path / "runs" / name / "export" / "model.safetensors").is_file(), name
+
+
+# The local cluster has one node, and a requeued job keeps the task count of its submission, so SLURM cannot
+# bring this job back on fewer nodes here. This wrapper plays that part around the real launch/train.sbatch:
+# the restart gets 1 rank per node where the first run had 2, as `sbatch --nodes=2-4` may restart on 2 of 4.
+# Each start records the blocks its ranks read in files of its own (ROWS-<restart>-rank<r>.jsonl).
+SHRINKING_JOB = """#!/usr/bin/env bash
+restart=${SLURM_RESTART_COUNT:-0}
+export NPROC=$(( restart > 0 ? 1 : 2 ))
+export DRAFTFORGE_TEST_FAULTS="{\\"step_sleep\\": %s, \\"record_rows\\": \\"$ROWS-$restart\\"}"
+exec bash launch/train.sbatch "$@"
+"""
+
+
+def test_requeued_sbatch_job_comes_back_smaller_and_continues_the_run(
+    small_corpus: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    ref = elastic.reference(tmp_path_factory, small_corpus)
+    out, script = tmp_path / "run", tmp_path / "shrinking.sbatch"
+    script.write_text(SHRINKING_JOB % elastic.SLOW)
+    args = elastic.elastic_overrides(small_corpus, out, 2)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the job's `python` is this one
+        "OMP_NUM_THREADS": "1",
+        "ROWS": str(tmp_path / "rows"),
+    }
+    sbatch = [
+        "sbatch", "--parsable", "--requeue", "--open-mode=append", f"--output={tmp_path}/job.out",
+        "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=2", "--time=30", str(script), *args,
+    ]  # fmt: skip
+    job = subprocess.run(sbatch, cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    job = job.split(";")[0]
+    try:
+        deadline = time.time() + 300
+        while logged_since(out, 0) < 3:
+            assert time.time() < deadline, f"the job did not reach step 3. SLURM says:\n{_slurm_says()}"
+            time.sleep(0.2)
+        # What SLURM sends before a preemption or the time limit (--signal=B:USR1): to the batch shell.
+        subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+        deadline = time.time() + 420
+        while job in _queue():
+            assert time.time() < deadline, f"the job did not finish. SLURM says:\n{_slurm_says()}"
+            time.sleep(1)
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    log = (tmp_path / "job.out").read_text(errors="replace")
+    assert log.count("[preempt] requeued SLURM job") == 1, log[-4000:]
+    assert "SLURM_RESTART_COUNT=1: resuming" in log, log[-4000:]
+    assert "[resume] 2 -> 1 rank(s)" in log and "global batch 8 kept" in log, log[-4000:]
+    assert "[sbatch] srun exited 0" in log, log[-4000:]
+    a, b = metrics(ref), metrics(out)
+    assert sorted(b) == sorted(a)
+    for step in a:
+        la, lb = a[step]["train/loss"], b[step]["train/loss"]
+        assert abs(la - lb) <= elastic.TOLERANCE * abs(la), (step, la, lb)
+    planned = elastic.rows_by_step([[ref.parent / f"rows-ref-rank{r}.jsonl" for r in range(2)]])
+    seen = elastic.rows_by_step(
+        [[tmp_path / f"rows-{n}-rank{r}.jsonl" for r in range(2 - n)] for n in (0, 1)]
+    )
+    assert seen == planned

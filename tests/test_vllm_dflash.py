@@ -18,15 +18,15 @@ import pytest
 import torch
 
 from eval.config import PromptsConfig
-from eval.drafters.base import CHAIN, DraftSettings
-from eval.drafters.dflash import DFlashDrafter
 from eval.engine import Engine
 from eval.prompts import load_prompts
 from eval.vllm_backend import compare
 from eval.vllm_backend.runner import ENV_VAR, run_vllm, worker_env
 from tests.conftest import TINY_LLAMA
 from tests.dflash_trained import train_head
+from train.decoding.drafter import CHAIN, DraftSettings
 from train.drafts.dflash import export_vllm as fmt
+from train.drafts.dflash.drafter import DFlashDrafter
 from train.drafts.dflash.head import DFlashHead
 from train.export_formats.card import VLLM_OFFLINE_NOTE
 from train.export_formats.common import Target

@@ -28,30 +28,31 @@ from safetensors.torch import load_file, save_file
 from eval.config import to_eval_config
 from eval.run import evaluate
 from eval.vllm_backend import compare
-from eval.vllm_backend.run import FORMAT_FOR, METHOD_FOR
 from eval.vllm_backend.runner import ENV_VAR, SPECULATORS_PROBE, run_script, run_vllm, worker_env
 from tests.conftest import REPO, TINY_LLAMA, TINY_QWEN2
 from tests.families import VLLM_HEAD_DIM, build_family_target
+from train.drafts.dense.head import DenseDraft
+from train.drafts.dflash.build import build_head
+from train.drafts.eagle.head import EagleHead, EagleHeadConfig
+from train.drafts.eagle3.head import Eagle3Head, Eagle3HeadConfig
+from train.drafts.io import save_draft
+from train.drafts.medusa.head import MedusaHeadConfig, MedusaHeads
+from train.drafts.registry import SPECS, algorithms
 from train.export import export_draft
 from train.export_formats.card import VLLM_OFFLINE_NOTE
 from train.export_formats.common import ExportError
-from train.modeling.draft.dense import DenseDraft
 from train.modeling.draft.dims import attention_dims
-from train.modeling.draft.eagle import EagleHead, EagleHeadConfig
-from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
-from train.modeling.draft.io import save_draft
-from train.modeling.draft.medusa import MedusaHeadConfig, MedusaHeads
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
 pytestmark = pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)'; .ci/run builds it)",
+    reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)'; .ci/run builds it)",
 )
 K = 3  # draft tokens per step in every run
 DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
 # eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
-ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
+ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense", "dflash")
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
 EXPORT_REFUSED = {("tiny-qwen2", a): "repeat a layer" for a in ("eagle3", "eagle3-defaults", "scylla")}
 FAMILY_SHAPES = ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")  # the two families the recipes target
@@ -78,7 +79,7 @@ def fitted_eagle_head(target: FrozenTarget) -> EagleHead:
     dialogues of the shipped training corpus. It drafts 5 accepted of 30 on the prompts decoded here (both
     tiny targets), so a loader that builds it differently changes the counts. The early-exit EAGLE head used
     before proposed the token just emitted, almost never accepted, so vLLM's NaN attention biases
-    (train/export_formats/eagle1.py) left its counts equal to ours: 0 = 0."""
+    (train/drafts/eagle/export.py) left its counts equal to ours: 0 = 0."""
     tok = target.tokenizer
     rows = [json.loads(line) for line in gzip.open(DIALOGUES, "rt")]
     inputs, outputs = [], []
@@ -133,6 +134,8 @@ def early_exit_head(arch: str, target: FrozenTarget) -> torch.nn.Module:
         for p in heads.parameters():
             p.zero_()  # each block is the identity: every head proposes the target's own next token
         return heads.eval()
+    if arch == "dflash":  # seeded random weights, 2 layers; tests/test_vllm_dflash.py serves a trained head
+        return build_head(target, num_layers=2, block_size=K + 1, intermediate_size=64).eval()
     return DenseDraft.from_pretrained(target.name_or_path, lm.shape[0]).eval()  # the target as its own draft
 
 
@@ -173,16 +176,18 @@ def compare_every_architecture(target_dir: Path, tmp_path: Path, fitted: bool) -
     plain run's and acceptance counts equal to our chain engine's, per prompt and position."""
     target = FrozenTarget.load(str(target_dir))
     ours, runs = {}, [{"name": "plain", "speculative_config": None}]
+    # Every registered algorithm that declares a vLLM format is served here (its head built by our_export).
+    assert {a.split("-")[0] for a in ARCHS} >= {s.name for s in algorithms() if "vllm" in s.serve}
     archs = [a for a in ARCHS if (target_dir.name, a) not in EXPORT_REFUSED]
     for arch in ARCHS:
         src = our_export(arch, target, tmp_path / f"ours-{arch}", fitted=fitted)
-        fmt = FORMAT_FOR[arch.split("-")[0]]
+        fmt, method = SPECS[arch.split("-")[0]].serve["vllm"]
         if arch not in archs:  # refused by our exporter, naming why, instead of crashing inside vLLM
             with pytest.raises(ExportError, match=EXPORT_REFUSED[target_dir.name, arch]):
                 export_draft(src, fmt, tmp_path / f"{arch}-{fmt}", str(target_dir.resolve()))
             continue
         served = export_draft(src, fmt, tmp_path / f"{arch}-{fmt}", str(target_dir.resolve()))
-        spec = {"method": METHOD_FOR[fmt], "model": str(served), "num_speculative_tokens": K}
+        spec = {"method": method, "model": str(served), "num_speculative_tokens": K}
         runs.append({"name": arch, "speculative_config": spec})
         ours[arch] = our_engine(src, target, tmp_path / f"eval-{arch}")
     prompts = [r["prompt_token_ids"] for r in ours[archs[0]]]
@@ -224,11 +229,13 @@ def test_each_card_command_runs_as_printed(tmp_path: Path) -> None:
     target = FrozenTarget.load(str(TINY_LLAMA))
     env = worker_env()
     env["PATH"] = f"{Path(VLLM_PYTHON).parent}{os.pathsep}{env['PATH']}"  # `python` is vLLM's python
-    for arch in ("eagle3", "eagle", "medusa", "dense"):
-        fmt = FORMAT_FOR[arch]
-        folder = export_draft(our_export(arch, target, tmp_path / f"o-{arch}"), fmt, tmp_path / fmt)
+    for spec in algorithms():  # every algorithm's vLLM card (its head built by our_export)
+        if "vllm" not in spec.serve:
+            continue
+        fmt, method = spec.serve["vllm"]
+        folder = export_draft(our_export(spec.name, target, tmp_path / f"o-{spec.name}"), fmt, tmp_path / fmt)
         cmd = card_command(folder)
-        assert f'"method": "{METHOD_FOR[fmt]}"' in cmd, cmd
+        assert f'"method": "{method}"' in cmd, cmd
         proc = subprocess.run(
             cmd, shell=True, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
         )

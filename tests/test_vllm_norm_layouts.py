@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from eval.vllm_backend.runner import ENV_VAR, SPECULATORS_PROBE, run_script
 from tests.conftest import TINY_LLAMA, run_train, short_run_overrides
+from train.drafts.io import load_draft
 from train.export import export_draft
-from train.modeling.draft.io import load_draft
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
@@ -51,7 +51,7 @@ def test_training_switches_reach_the_head_and_the_speculators_config(trained: Pa
 
 @pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no speculators environment: set {ENV_VAR} to vLLM's python (README 'Serving engines (vLLM)')",
+    reason=f"no speculators environment: set {ENV_VAR} to vLLM's python (docs/serving.md 'Serving engines (vLLM)')",
 )
 def test_speculators_library_computes_our_logits_for_the_trained_layout(
     trained: Path, tmp_path: Path

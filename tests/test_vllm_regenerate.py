@@ -16,7 +16,7 @@ from tests.test_data_regenerate import job, prompts_file
 VLLM_PYTHON = os.environ.get(VLLM_ENV_VAR, "")
 pytestmark = pytest.mark.skipif(
     not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {VLLM_ENV_VAR} to its python (README 'Serving engines (vLLM)')",
+    reason=f"no vLLM environment: set {VLLM_ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)')",
 )
 
 
@@ -26,10 +26,14 @@ def test_vllm_backend_writes_what_hf_generate_writes_and_resumes(tmp_path: Path)
     run_regenerate(greedy)
     hf = (tmp_path / "hf.jsonl").read_text().splitlines(keepends=True)
     out = tmp_path / "vllm.jsonl"
-    # Killed after the first batch, mid-way through writing the second: the vLLM run answers only the rest.
-    Path(str(out) + ".partial").write_text("".join(hf[:4]) + hf[4][:20])
+    # Killed after writing one answer, mid-way through the second. The planted row is a marked copy, so it can
+    # only survive as resumed output, never be compared with HF's as if vLLM had written it.
+    planted = {**json.loads(hf[0]), "resumed_marker": True}
+    Path(str(out) + ".partial").write_text(json.dumps(planted) + "\n" + hf[1][:20])
     stats = run_regenerate(dataclasses.replace(greedy, out=str(out), backend="vllm"))
-    assert stats["generated"] == 4 and stats["backend"] == "vllm" and stats["new_tokens"] > 0
-    got = out.read_text().splitlines(keepends=True)
-    for want, have in zip(hf, got, strict=True):  # greedy on both: the same answers, in the same format
-        assert json.loads(have) == json.loads(want)
+    assert stats["generated"] == len(hf) - 1 and stats["backend"] == "vllm" and stats["new_tokens"] > 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert got[0] == planted  # resume kept the finished row as written
+    # Every other row is vLLM's own answer: greedy on both backends, the same answers in the same format.
+    for i, (want, have) in enumerate(zip(hf[1:], got[1:], strict=True), start=1):
+        assert have == json.loads(want), f"row {i}: vLLM's greedy answer differs from HF generate's"

@@ -1,0 +1,1 @@
+import data  # noqa: F401  (checks the transformers version before anything uses it)

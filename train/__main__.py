@@ -30,7 +30,8 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(typed)
-    except (DataValidationError, CacheMismatch) as err:  # bad records / a cache for other data: no traceback
+    # Bad records, a cache for other data, a batch that does not fit the world size: no traceback.
+    except (DataValidationError, CacheMismatch, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -30,8 +30,8 @@ import torch
 from data.atomic import commit_folder
 from data.fingerprint import sha256_file
 from train import distributed as dist
+from train.drafts.io import save_draft
 from train.engine import Engine
-from train.modeling.draft.io import save_draft
 
 MANIFEST = "manifest.json"
 TMP_SUFFIX = ".tmp"
@@ -194,20 +194,26 @@ def latest_checkpoint(run_dir: Path, log: Callable[[str], None] = dist.print0) -
     return None
 
 
-def load_checkpoint(engine: Engine, folder: Path) -> TrainState:
-    engine.load(folder.parent, folder.name)
+def read_train_state(folder: Path) -> TrainState:
+    """The loop's state, and this rank's RNG streams when the checkpoint has a file for this rank."""
     own = folder / f"rank{dist.rank()}.pt"
     if own.is_file():
         saved = torch.load(own, map_location="cpu", weights_only=False)
         _set_rng_state(saved["rng"])
-    else:  # a larger world (allowed by resume_allow_changes): new ranks keep their fresh seeds
+    else:  # a larger world: a new rank has no stream of its own (resume seeds it)
         saved = torch.load(folder / "rank0.pt", map_location="cpu", weights_only=False)
     known = TrainState.__dataclass_fields__
     return TrainState(**{k: v for k, v in saved["state"].items() if k in known})
 
 
+def load_checkpoint(engine: Engine, folder: Path) -> TrainState:
+    """The exact path: the engine loads its own layout, saved by the same number of ranks."""
+    engine.load(folder.parent, folder.name)
+    return read_train_state(folder)
+
+
 def write_export(engine: Engine, head_config: Any, out_dir: Path, meta: dict) -> Path:
-    """The run's draft export (train.modeling.draft.io; not a serving format: that is train.export). All ranks
+    """The run's draft export (train.drafts.io; not a serving format: that is train.export). All ranks
     take part (ZeRO-3 gathers shards); rank 0 writes."""
     state_dict = engine.full_state_dict()
     if dist.is_main():

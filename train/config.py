@@ -9,8 +9,9 @@ key the schema lacks is refused at the command line too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -20,16 +21,15 @@ from data.target_io import check_target_path, check_tokenizer_path
 from data.tracking import LoggerConfig
 from data.typed import ConfigError
 from data.typed import to_typed as typed_config
-from train.drafts import SPECS, unused_settings
+from train.drafts.registry import DEFAULT_DRAFT, SPECS
 from train.losses import DIVERGENCES
 from train.modeling.target import TargetConfig
-from train.settings import DeepSpeedConfig, DraftConfig, LoopConfig, OptimConfig, StageConfig
+from train.settings import DeepSpeedConfig, LoopConfig, OptimConfig, StageConfig
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "DeepSpeedConfig",
-    "DraftConfig",
     "LoopConfig",
     "OptimConfig",
     "StageConfig",
@@ -42,7 +42,9 @@ __all__ = [
 @dataclass
 class TrainConfig:
     target: TargetConfig = field(default_factory=TargetConfig)
-    draft: DraftConfig = field(default_factory=DraftConfig)
+    # The chosen algorithm's own config dataclass (train/drafts/<name>/config.py), picked by draft.name in
+    # `to_typed`; Hydra's draft/<name> options are registered from those classes (train/drafts/registry.py).
+    draft: Any = field(default_factory=lambda: {"name": DEFAULT_DRAFT})
     stage: StageConfig = field(default_factory=StageConfig)
     data: DataConfig = field(default_factory=DataConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
@@ -67,19 +69,27 @@ ConfigStore.instance().store(
 def to_typed(cfg: DictConfig | dict) -> TrainConfig:
     """Merge onto the schema (strict: unknown key = error), resolve interpolations, build dataclasses."""
     typed = typed_config(TrainConfig, cfg)
+    typed = replace(typed, draft=_typed_draft(typed.draft))
     _check(typed)
     return typed
 
 
+def _typed_draft(draft: Any) -> Any:
+    """The draft section, typed by its algorithm's config class: a key that class lacks is refused by name."""
+    draft = dict(draft) if isinstance(draft, dict) else {"name": draft}
+    name = draft.get("name", DEFAULT_DRAFT)
+    if name not in SPECS:
+        raise ConfigError(f"draft.name={name!r}: expected one of {sorted(SPECS)}")
+    spec = SPECS[name]
+    # An alias (scylla) starts from its own values, then what the run sets.
+    merged = {**vars(spec.default_config(name)), **draft}
+    try:
+        return typed_config(spec.config, merged, what=f"draft={name}")
+    except ConfigError as err:
+        raise ConfigError(f"{err} (draft={name} reads: {', '.join(sorted(vars(spec.config())))})") from None
+
+
 def _check(cfg: TrainConfig) -> None:
-    if cfg.draft.name not in SPECS:
-        raise ConfigError(f"draft.name={cfg.draft.name!r}: expected one of {sorted(SPECS)}")
-    unused = unused_settings(cfg.draft)
-    if unused:
-        raise ConfigError(
-            f"{', '.join(unused)}: not used by draft={cfg.draft.name} (its settings: "
-            f"{', '.join(sorted(SPECS[cfg.draft.name].fields))})"
-        )
     if cfg.stage.divergence not in DIVERGENCES:
         raise ConfigError(f"stage.divergence={cfg.stage.divergence!r}: expected one of {DIVERGENCES}")
     if cfg.stage.temperature <= 0:
@@ -92,8 +102,30 @@ def _check(cfg: TrainConfig) -> None:
     ):
         if value < 1:
             raise ConfigError(f"{key}={value}: must be >= 1")
+    gbs = cfg.train.global_batch_size
+    if gbs is not None and gbs < 1:
+        raise ConfigError(f"train.global_batch_size={gbs}: must be >= 1")
+    if gbs is not None and cfg.train.grad_accum != 1:
+        raise ConfigError(
+            f"train.global_batch_size={gbs} and train.grad_accum={cfg.train.grad_accum}: one number, two homes;"
+            " set only global_batch_size (accumulation is derived from it)"
+        )
     if not cfg.data.train_files and not cfg.data.hf_dataset:
         raise ConfigError("no training data: set data.train_files or data.hf_dataset")
+
+
+def with_world(cfg: TrainConfig, world: int) -> TrainConfig:
+    """`cfg` with grad_accum derived from train.global_batch_size on `world` ranks (unchanged when unset)."""
+    gbs, mbs = cfg.train.global_batch_size, cfg.train.micro_batch_size
+    if gbs is None:
+        return cfg
+    if gbs % (mbs * world):
+        fits = [n for n in range(1, gbs + 1) if gbs % (mbs * n) == 0]
+        raise ConfigError(
+            f"train.global_batch_size={gbs} is not a multiple of train.micro_batch_size={mbs} x {world} ranks;"
+            f" choose a micro-batch that divides it, or run on {fits or 'another number of'} ranks"
+        )
+    return replace(cfg, train=replace(cfg.train, grad_accum=gbs // (mbs * world)))
 
 
 def check_paths(cfg: TrainConfig) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from data.fingerprint import check_fingerprint
+from data.fingerprint import check_target
 from train import distributed as dist
 from train.config import TrainConfig
-from train.drafts import BuildContext, spec_for
+from train.drafts.io import load_draft
+from train.drafts.registry import spec_for
+from train.drafts.spec import BuildContext
 from train.feature_source import FeatureSource, open_source
-from train.modeling.draft.io import load_draft
 from train.modeling.target import FrozenTarget
 
 
@@ -27,8 +28,15 @@ def _init_from(cfg: TrainConfig, target: FrozenTarget) -> nn.Module:
         raise ValueError(
             f"stage.init_from={path}: export is a {arch!r} draft, but draft.name={cfg.draft.name!r}"
         )
-    check_fingerprint(f"stage.init_from={path}: export", "target", meta.get("target_fingerprint"),
-                      fingerprint["target_fingerprint"], meta.get("target"), target.name_or_path)  # fmt: skip
+    spec = spec_for(cfg.draft.name)
+    have, want = (
+        spec.target_layers(head.config, target.num_layers),
+        spec.target_layers(cfg.draft, target.num_layers),
+    )
+    if have != want:  # the feature source feeds the layers the run's config names (loss_seam.py)
+        raise ValueError(f"stage.init_from={path}: export fuses target layers {list(have)}, this run's draft "
+                         f"config {list(want)}: set draft.feature_layers={list(have)}")  # fmt: skip
+    check_target(f"stage.init_from={path}: export", meta, fingerprint)
     dist.print0(f"[train] initialised from {path} ({meta.get('stage')}, {meta.get('tokens_seen')} tokens)")
     return head
 
@@ -47,6 +55,4 @@ def build_draft(cfg: TrainConfig, target: FrozenTarget, data: FeatureSource | No
     else:
         ctx = BuildContext(output_dir=Path(cfg.output_dir), token_counts=token_counts)
         head = spec_for(cfg.draft.name).build(cfg.draft, target, ctx)
-    # The target must hand the objective exactly the layers this head fuses (empty for the others).
-    target.feature_layers = list(getattr(head.config, "feature_layers", []) or [])
     return head

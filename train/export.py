@@ -3,7 +3,7 @@
     python -m train.export --draft outputs/<run>/export --format eagle3-sglang --out exports/sglang [--target DIR]
     python -m train.export --import --draft /models/EAGLE3-LLaMA3.1-Instruct-8B --out drafts/eagle3 [--target DIR]
 
-Formats: see train/export_formats/registry.py. Every export writes a README.md card and a draftforge.json
+Formats: each algorithm's SPEC.formats (train/drafts/<name>/export*.py). Every export writes a README.md card and a draftforge.json
 (our meta, so a re-import keeps the provenance) and refuses a target whose tokenizer is not the draft's.
 """
 
@@ -12,16 +12,33 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from data.atomic import atomic_folder
 from data.target_io import DTYPES, resolve_tokenizer
+from train.drafts.io import load_draft, read_export_config, save_draft
+from train.drafts.registry import formats
 from train.export_formats.card import write_card
 from train.export_formats.common import ExportError, Target, check_tokenizer, read_json, write_json
-from train.export_formats.registry import FORMATS, detect, get_format
-from train.modeling.draft.io import load_draft, read_export_config, save_draft
 
 # What eval (its vLLM backend) may use from here: train.export is part of train's public surface.
 __all__ = ["ExportError", "detect", "export_draft", "import_draft", "read_json"]
+
+
+def get_format(name: str) -> ModuleType:
+    known = formats()  # every algorithm's formats (SPEC.formats), in detection order
+    if name not in known:
+        raise ExportError(f"unknown format {name!r}; known: {sorted(known)}")
+    return known[name]
+
+
+def detect(src: Path) -> ModuleType:
+    known = formats()
+    for fmt in known.values():
+        if fmt.matches(src):
+            return fmt
+    raise ExportError(f"{src}: not a checkpoint in any known format ({sorted(known)}); pass --format")
+
 
 SIDECAR = "draftforge.json"
 
@@ -91,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--draft", required=True, help="our export folder (or, with --import, a published checkpoint)"
     )
     p.add_argument(
-        "--format", choices=sorted(FORMATS), help="target layout (with --import: detected if omitted)"
+        "--format", choices=sorted(formats()), help="target layout (with --import: detected if omitted)"
     )
     p.add_argument("--out", required=True, help="output folder (replaced)")
     p.add_argument("--target", help="target model folder; default: the target recorded in the draft")

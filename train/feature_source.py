@@ -11,6 +11,7 @@ fuses).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -29,8 +30,8 @@ from train.modeling.target import FrozenTarget, TargetConfig, TargetFeatures
 
 
 class FeatureSource(Protocol):
-    def attach(self, target: FrozenTarget) -> None:
-        """Called once the draft is built and `target.feature_layers` names the layers it fuses."""
+    def attach(self, target: FrozenTarget, layers: Sequence[int]) -> None:
+        """Called with the target and the hidden_states the draft fuses (its spec's `target_layers`)."""
 
     def num_train(self) -> int: ...
 
@@ -58,20 +59,22 @@ def _count(input_ids: torch.Tensor, loss_mask: torch.Tensor, vocab: int) -> np.n
 
 
 def target_features(
-    target: FrozenTarget, ids: torch.Tensor, packing: Packing | None = None
+    target: FrozenTarget, ids: torch.Tensor, packing: Packing | None = None, layers: Sequence[int] = ()
 ) -> TargetFeatures:
     """The target's forward on a batch, one conversation per row or packed (attention kept per conversation)."""
     if packing is None:
-        return target.features(ids)
+        return target.features(ids, layers=layers)
     if packing.varlen:
         # transformers runs flash-attn varlen from restarting position ids only for one row: flatten the
         # batch into one (each row starts at position 0, so no conversation spans two rows).
         b, t = ids.shape
-        f = target.features(ids.reshape(1, -1), position_ids=packing.position_ids.reshape(1, -1))
+        f = target.features(
+            ids.reshape(1, -1), position_ids=packing.position_ids.reshape(1, -1), layers=layers
+        )
         layers = None if f.layers is None else f.layers.view(b, t, -1)
         return TargetFeatures(f.hidden.view(b, t, -1), f.logits.view(b, t, -1), layers)
     mask = packing.hf_mask(target.model.config._attn_implementation, target.dtype)
-    return target.features(ids, attention_mask=mask, position_ids=packing.position_ids)
+    return target.features(ids, attention_mask=mask, position_ids=packing.position_ids, layers=layers)
 
 
 class OnlineSource:
@@ -93,9 +96,10 @@ class OnlineSource:
                     )
             dist.print0(f"[data] pack_chats: {chats} conversations in {len(self.train)} rows")
         dist.print0(f"[data] train: {self.train.report.summary()}; {len(self.train)} sequences")
+        self.layers: tuple[int, ...] = ()  # set by attach
 
-    def attach(self, target: FrozenTarget) -> None:
-        pass
+    def attach(self, target: FrozenTarget, layers: Sequence[int]) -> None:
+        self.layers = tuple(layers)
 
     def num_train(self) -> int:
         return len(self.train)
@@ -124,7 +128,7 @@ class OnlineSource:
         batch: dict[str, torch.Tensor],
         packing: Packing | None = None,
     ) -> TargetFeatures:
-        return target_features(target, ids, packing)
+        return target_features(target, ids, packing, self.layers)
 
 
 class OfflineSource:
@@ -149,9 +153,9 @@ class OfflineSource:
         self.keys = ["input_ids", "loss_mask", f"layer_{self.final}"]
         dist.print0(f"[data] offline: {len(self.train)} train sequences from cache {data.cache_dir}")
 
-    def attach(self, target: FrozenTarget) -> None:
+    def attach(self, target: FrozenTarget, layers: Sequence[int]) -> None:
         # Order matters for the fused layers (they are concatenated), so map each id, keep the order.
-        self.fused = [normalize_layers([i], self.final)[0] for i in target.feature_layers]
+        self.fused = [normalize_layers([i], self.final)[0] for i in layers]
         self.keys = ["input_ids", "loss_mask", f"layer_{self.final}", *(f"layer_{i}" for i in self.fused)]
         self.cache.check(target.fingerprint(), self.want, [self.final, *self.fused])
 

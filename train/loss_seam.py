@@ -15,7 +15,7 @@ from torch import nn
 
 from data.packing import BlockSampler, real_lengths, trim_batch
 from train.config import TrainConfig
-from train.drafts import spec_for
+from train.drafts.registry import spec_for
 from train.feature_source import FeatureSource, open_source
 from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget
@@ -34,7 +34,7 @@ class LossSeam:
     ) -> None:
         self.cfg, self.target = cfg, target
         self.data = data if data is not None else open_source(cfg.data, target.tokenizer)
-        self.data.attach(target)
+        self.data.attach(target, spec_for(cfg.draft.name).target_layers(cfg.draft, target.num_layers))
         self.lengths = self.data.train_lengths()
         if not self.lengths.any():
             raise ValueError("train data: no sequence has a token to train on (every loss mask is zero)")
@@ -46,6 +46,7 @@ class LossSeam:
             cfg.data.shuffle_seed,
             self.lengths,
             cfg.data.group_by_length,
+            cfg.train.grad_accum,
         )
         self.rank, self.world = rank, world
         self.objective = objective_for(cfg)

@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ from data.tracking import make_logger
 from data.validate import DataValidationError
 from train import distributed as dist
 from train.checkpoint import TrainState, save_checkpoint, write_export
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig, with_world
 from train.draft_factory import build_draft
-from train.drafts import spec_for
+from train.drafts.registry import spec_for
 from train.engine import Engine
 from train.feature_source import load_tokenizer, open_source
 from train.guards import SkipCounter, Watchdog, loop_hooks, resume_identity
@@ -79,6 +80,7 @@ class Trainer:
         self.stop.install()
         self.device = dist.init(cfg.train.device, cfg.train.collective_timeout_s)
         self.rank, self.world = dist.rank(), dist.world_size()
+        cfg = with_world(cfg, self.world)  # grad_accum from train.global_batch_size, when set
         resuming = implied_resume(cfg)
         self.run_dir = Path(cfg.output_dir)
         _check_run_dir(resuming, self.run_dir)
@@ -204,6 +206,7 @@ class Trainer:
         self.watchdog.arm()
         t_step = time.perf_counter()
         while st.step < self.plan.max_steps:
+            self.hooks.micro_batch(self.rank, st.step + 1, partial(self.seam.sampler.indices, st.micro_index))
             out = self.seam.forward_loss(self.engine, self.seam.train_batch(st.micro_index))
             st.micro_index += 1
             loss = self.hooks.loss(out.loss, self.rank, st.step + 1)
@@ -345,9 +348,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             os._exit(stop.code)
         raise SystemExit(stop.code) from None
     except ResumeRefused as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        dist.print0(f"error: {err}", file=sys.stderr)  # every rank refuses alike: one line, from rank 0
+        if dist.world_size() > 1:
+            dist.barrier()
+            sys.stdout.flush()
+            os._exit(EXIT_RESUME_REFUSED)
         raise SystemExit(EXIT_RESUME_REFUSED) from None
-    except (DataValidationError, CacheMismatch) as err:
+    except (DataValidationError, CacheMismatch, ConfigError) as err:
         if dist.world_size() <= 1:
             raise  # train/__main__.py prints it and exits 2
         # Every rank reads the same data and fails the same way: rank 0 prints the one report, the others

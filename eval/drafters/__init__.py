@@ -1,90 +1,75 @@
-"""Drafters: one file per draft architecture, all behind the `Drafter` protocol (`eval.drafters.base`).
-
-`load_drafter(path, target)` reads a draftforge export (its `head.architecture` picks the entry in
-`DRAFTERS`, keyed by the names of the draft specs in `train/drafts/`, so an alias such as scylla finds its
-spec's drafter), a plain Hugging Face causal-LM directory (a stand-alone dense draft), or "random".
+"""Loading a drafter for eval: `load_drafter(path, target)` reads one of our exports (its `head.architecture`
+names the algorithm, whose spec makes the drafter: train/drafts/<name>/drafter.py), a checkpoint an
+algorithm runs as it is (a plain Hugging Face causal LM: the spec's `load_plain`), or "random" (an untrained
+head of the default algorithm, the floor to beat). Nothing here is keyed by an algorithm's name; the drafter
+protocol, tree search, kv cache and sampling the drafters share live in train/decoding/.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from data.fingerprint import check_fingerprint
-from eval.drafters.base import CHAIN, TREE, Drafter, DraftSettings, DraftTree, NoDrafter
-from eval.drafters.dense import DenseDrafter, load_dense
-from eval.drafters.dflash import DFlashDrafter
-from eval.drafters.eagle import EagleDrafter, random_eagle_head
-from eval.drafters.eagle3 import Eagle3Drafter
-from eval.drafters.medusa import MedusaDrafter
-from train.modeling.draft.io import base_architecture, load_draft
+from data.fingerprint import check_target
+from train.decoding.drafter import CHAIN, TREE, Drafter, DraftSettings, DraftTree, NoDrafter
+from train.drafts.io import load_draft
+from train.drafts.registry import DEFAULT_DRAFT, algorithms, spec_for
+from train.drafts.spec import BuildContext
 from train.modeling.target import FrozenTarget
 
 __all__ = [
     "CHAIN",
-    "DRAFTERS",
+    "RANDOM_DRAFT",
     "TREE",
     "DraftSettings",
     "DraftTree",
     "Drafter",
     "NoDrafter",
-    "drafter_class",
     "load_drafter",
 ]
 
 RANDOM_DRAFT = "random"
-
-# draft spec name -> the drafter class around a loaded head of that architecture.
-DRAFTERS: dict[str, type] = {
-    "eagle": EagleDrafter,
-    "eagle3": Eagle3Drafter,
-    "medusa": MedusaDrafter,
-    "dense": DenseDrafter,
-    "dflash": DFlashDrafter,
-}
-# How a drafter is made from an export's head, where that is not `cls(head, target)`.
-_FROM_EXPORT: dict[str, Callable[[nn.Module, FrozenTarget], Drafter]] = {
-    "dense": lambda head, target: DenseDrafter(head.model),  # our export wraps the HF model
-}
-
-
-def drafter_class(architecture: str) -> type:
-    """The drafter for an export's `head.architecture` (an alias such as scylla maps to its spec)."""
-    name = base_architecture(architecture)
-    if name not in DRAFTERS:
-        raise ValueError(f"no eval drafter for architecture {architecture!r}; known: {sorted(DRAFTERS)}")
-    return DRAFTERS[name]
 
 
 def _check_export(path: str, head: nn.Module, meta: dict[str, Any], target: FrozenTarget) -> None:
     hidden = getattr(head.config, "hidden_size", target.hidden_size)
     if hidden != target.hidden_size:
         raise ValueError(f"{path}: draft hidden size {hidden} != target hidden size {target.hidden_size}")
-    have = target.fingerprint()["target_fingerprint"]
     try:
-        check_fingerprint(f"draft {path}", "target", meta.get("target_fingerprint"), have, meta.get("target"),
-                          target.name_or_path)  # fmt: skip
+        check_target(f"draft {path}", meta, target.fingerprint())
     except ValueError as err:  # eval may measure a draft on another target: say so, do not refuse
         warnings.warn(f"{err}: acceptance measures transfer, not the draft as trained", stacklevel=3)
+
+
+def _no_data() -> Any:
+    raise ValueError(f"draft_path={RANDOM_DRAFT}: the default draft's builder asked for training data")
+
+
+def random_head(target: FrozenTarget) -> nn.Module:
+    """An untrained head of the default algorithm with its default config, shaped by the target."""
+    spec = spec_for(DEFAULT_DRAFT)
+    return spec.build(spec.default_config(), target, BuildContext(Path("."), _no_data))
 
 
 def load_drafter(draft_path: str, target: FrozenTarget) -> tuple[Drafter, dict[str, Any]]:
     """(drafter, metadata for the report)."""
     if draft_path == RANDOM_DRAFT:
-        head = random_eagle_head(target).to(device=target.device, dtype=target.dtype).eval()
-        return EagleDrafter(head, target), {"draft": RANDOM_DRAFT, "architecture": "eagle"}
+        spec = spec_for(DEFAULT_DRAFT)
+        head = random_head(target).to(device=target.device, dtype=target.dtype).eval()
+        return spec.drafter(head, target), {"draft": RANDOM_DRAFT, "architecture": spec.name}
     cfg = Path(draft_path) / "config.json"
-    if cfg.is_file() and '"format"' not in cfg.read_text():  # a plain HF model directory, not an export
-        model = load_dense(draft_path, target)
-        return DenseDrafter(model), {"draft": draft_path, "architecture": "dense"}
+    if cfg.is_file() and '"format"' not in cfg.read_text():  # not one of our exports: a checkpoint as it is
+        plain = [s for s in algorithms() if s.load_plain is not None]
+        if len(plain) != 1:
+            raise ValueError(
+                f"{draft_path}: not a draftforge export, and {len(plain)} algorithms load plain folders"
+            )
+        return plain[0].load_plain(draft_path, target), {"draft": draft_path, "architecture": plain[0].name}
     head, meta = load_draft(draft_path, target_fingerprint=target.fingerprint(), vocab_size=target.vocab_size)
     _check_export(draft_path, head, meta, target)
     arch = head.config.architecture
-    cls = drafter_class(arch)
-    make = _FROM_EXPORT.get(base_architecture(arch), cls)
     head = head.to(device=target.device, dtype=target.dtype).eval()
-    return make(head, target), {**meta, "architecture": arch}
+    return spec_for(arch).drafter(head, target), {**meta, "architecture": arch}

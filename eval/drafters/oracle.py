@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from eval.drafters.base import CHAIN, DraftSettings, DraftTree
-from eval.drafters.trees import draft_chain, dynamic_tree
+from train.decoding.drafter import CHAIN, DraftSettings, DraftTree
+from train.decoding.trees import draft_chain, dynamic_tree
 from train.modeling.target import FrozenTarget
 
 

@@ -30,7 +30,7 @@ from eval.laws.plots import plot_batch, plot_fit
 JOB_FILE = "batch_vllm_job.json"
 RECORDS = "batch_vllm.json"
 ENGINES = ("vllm", "draftforge")
-# Where vLLM 0.32 stands on tree drafting (checked in its source; the README's vLLM section cites the same).
+# Where vLLM 0.32 stands on tree drafting (checked in its source; docs/serving.md's vLLM section cites the same).
 VLLM_TREE_NOTE = (
     "vLLM 0.32.0 has no tree drafting on any device: SpeculativeConfig (vllm/config/speculative.py:387) has no "
     "speculative_token_tree field and forbids unknown ones (vllm/config/utils.py:71, pydantic "

@@ -34,7 +34,7 @@ class PointConfig:
     # The frozen target (conf group `target/`, like a recipe's): `target=<option>` or `target.name_or_path=...`
     # retargets training and eval of every point with one override.
     target: TargetConfig = field(default_factory=lambda: TargetConfig(name_or_path="???"))
-    draft_name: str = "scylla"  # conf/draft option
+    draft_name: str = "scylla"  # a draft algorithm (train/drafts/registry.py: a name or an alias)
     depth: int = 2  # draft.num_layers
     tokens: int = 100000  # train.max_tokens
     nproc: int = 2  # training ranks

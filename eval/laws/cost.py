@@ -45,15 +45,17 @@ GRIDS = ("tokens", "depth", "depth@largest", "batch")
 
 
 def draft_params(arch: Arch, depth: int, draft_vocab: int) -> int:
-    """Trainable parameters of the Scylla (EAGLE-3-style) head, counted on the meta device."""
-    from train.modeling.draft.eagle3 import Eagle3Head, Eagle3HeadConfig
+    """Trainable parameters of the sweeps' head (PointConfig.draft_name: the Scylla head, EAGLE-3-style),
+    counted on the meta device; it fuses the target layers its spec names for this target."""
+    from train.drafts.registry import spec_for
 
-    cfg = Eagle3HeadConfig(hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_heads=arch.heads,
-                           num_kv_heads=arch.kv_heads, head_dim=arch.head_dim, vocab_size=arch.vocab,
-                           draft_vocab_size=draft_vocab, num_layers=depth,
-                           feature_layers=[2, arch.layers // 2, arch.layers - 3])  # fmt: skip
+    spec = spec_for(PointConfig.draft_name)
+    layers = spec.target_layers(spec.default_config(PointConfig.draft_name), arch.layers)
+    cfg = spec.head.config_class(hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_heads=arch.heads,
+                                 num_kv_heads=arch.kv_heads, head_dim=arch.head_dim, vocab_size=arch.vocab,
+                                 draft_vocab_size=draft_vocab, num_layers=depth, feature_layers=list(layers))  # fmt: skip
     with torch.device("meta"):
-        head = Eagle3Head(cfg)
+        head = spec.head(cfg)
     return sum(p.numel() for p in head.parameters() if p.requires_grad)
 
 

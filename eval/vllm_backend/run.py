@@ -1,8 +1,8 @@
 """`python -m eval engine=vllm draft_path=<our export or an engine-format folder>`: the same prompts decoded
 by our chain engine and by vLLM (target alone and with the draft), side by side in vllm_compare.{json,csv,png}.
 
-Our export is first written in the layout vLLM loads (eagle3/scylla -> speculators, eagle -> eagle, medusa ->
-medusa, dense -> hf-dense) with our own exporter, so vLLM serves exactly what a user would ship.
+Our export is first written in the layout vLLM loads (the algorithm's spec names it, with vLLM's speculative
+method: `SPEC.serve["vllm"]`) with our own exporter, so vLLM serves exactly what a user would ship.
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from eval.config import EvalConfig
 from eval.run import evaluate
 from eval.vllm_backend import compare
 from eval.vllm_backend.runner import run_vllm, vllm_python
+from train.drafts.registry import spec_for, spec_of_format
+from train.drafts.spec import DraftSpec
 from train.export import detect, export_draft, import_draft, read_json
 
-# our architecture -> the export format vLLM loads it from; format -> vLLM's speculative "method"
-FORMAT_FOR = {"eagle3": "speculators", "scylla": "speculators", "eagle": "eagle", "medusa": "medusa",
-              "dense": "hf-dense", "dflash": "dflash"}  # fmt: skip
-METHOD_FOR = {"speculators": "eagle3", "eagle": "eagle", "medusa": "medusa", "hf-dense": "draft_model",
-              "dflash": "dflash"}  # fmt: skip
-# A folder that vLLM loads but reads differently from what it was trained for: refused, not served.
-REFUSED = {"eagle3-sglang": "vLLM reads its layer ids without SGLang's +1; export with --format speculators"}
+ENGINE = "vllm"  # the key of each algorithm's `serve` entry (train/drafts/spec.py)
 
 
 class VllmMismatch(RuntimeError):
@@ -39,14 +35,25 @@ def prepare(draft_path: str, target_path: str, out: Path) -> tuple[str, str, str
     """(our export, vLLM's folder, vLLM method) for a draft given in either layout."""
     cfg = read_json(Path(draft_path) / "config.json")
     if "format" in cfg and "head" in cfg:  # one of our exports
-        fmt = FORMAT_FOR[cfg["head"]["architecture"]]
+        fmt, method = served_as(spec_for(cfg["head"]["architecture"]), draft_path)
         served = export_draft(Path(draft_path), fmt, out / f"vllm-{fmt}", target_path)
-        return draft_path, str(served), METHOD_FOR[fmt]
+        return draft_path, str(served), method
     fmt_mod = detect(Path(draft_path))
-    if fmt_mod.NAME in REFUSED:
-        raise VllmMismatch(f"{draft_path}: {fmt_mod.NAME} folder: {REFUSED[fmt_mod.NAME]}")
+    fmt, method = served_as(spec_of_format(fmt_mod.NAME), draft_path)
+    if fmt_mod.NAME != fmt:
+        # vLLM would load the folder but may read it differently from how it was trained (an SGLang-layout
+        # EAGLE-3 folder: vLLM reads its layer ids without SGLang's +1): refused, not served.
+        raise VllmMismatch(f"{draft_path}: {fmt_mod.NAME} folder: vLLM serves this algorithm from the {fmt} "
+                           f"format; export with --format {fmt}")  # fmt: skip
     ours = import_draft(Path(draft_path), out / "imported", fmt_mod.NAME, target_path)
-    return str(ours), draft_path, METHOD_FOR[fmt_mod.NAME]
+    return str(ours), draft_path, method
+
+
+def served_as(spec: DraftSpec, draft_path: str) -> tuple[str, str]:
+    """(format, vLLM method) from the algorithm's spec."""
+    if ENGINE not in spec.serve:
+        raise VllmMismatch(f"{draft_path}: draft={spec.name} declares no {ENGINE} format (SPEC.serve)")
+    return spec.serve[ENGINE]
 
 
 def evaluate_vllm(cfg: EvalConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Host side of the vLLM backend: find vLLM's python, write a job, run worker.py there, read the result.
 
-vLLM pins its own torch and transformers, so it lives in its own environment (README "Serving engines");
+vLLM pins its own torch and transformers, so it lives in its own environment (docs/serving.md "Serving engines");
 our packages never import vllm. One setting names that environment's python: eval config `vllm.python`,
 else the environment variable DRAFTFORGE_VLLM_PYTHON.
 """
@@ -37,7 +37,7 @@ def vllm_python(configured: str = "") -> str:
     if not path:
         raise VllmUnavailable(
             f"no vLLM python configured: set vllm.python=/path/to/venv/bin/python or {ENV_VAR} "
-            "(README 'Serving engines (vLLM)' shows how to build that environment)"
+            "(docs/serving.md 'Serving engines (vLLM)' shows how to build that environment)"
         )
     if not Path(path).is_file():
         raise VllmUnavailable(f"vLLM python {path!r} does not exist ({ENV_VAR} / vllm.python)")

@@ -1,6 +1,6 @@
 """Hidden-state cache, old padded layout vs real tokens only, side by side in one process.
 
-    PYTHONPATH=. python tests/bench/bench_cache.py [--data embedded-dialogues] [--layers 1,2,3,-1] [--dtype float32]
+    python -m tests.bench.bench_cache [--data embedded-dialogues] [--layers 1,2,3,-1] [--dtype float32]
                                       [--limit N] [--order new-first|old-first]
 
 Both writers run the same target over the same records and store the same layers in the same dtype:

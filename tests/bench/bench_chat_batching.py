@@ -1,7 +1,7 @@
 """Chat batching: real (unpadded) training tokens/s with full padded rows, trimmed rows, trimmed rows grouped
 by length, and packed rows (data.pack_chats), measured interleaved in one process.
 
-    python tests/bench/bench_chat_batching.py [--steps 12] [hydra overrides...]
+    python -m tests.bench.bench_chat_batching [--steps 12] [hydra overrides...]
 
 Each variant runs the same SFT training micro-step (target forward, draft forward/backward, optimizer step)
 on the shipped dialogues (512-token rows). Only the batch shape differs: (a) one conversation per row as
@@ -76,6 +76,8 @@ def main() -> None:
             out = seam.forward_loss(engine, batch)
             engine.backward(out.loss)
             engine.step()
+            if trainer.device.type == "cuda":  # kernels run asynchronously: time them, not their launch
+                torch.cuda.synchronize()
             if i > 0:  # the first round warms allocators
                 seconds[name] += time.perf_counter() - t
                 tokens[name] += int(lens[rows].sum())

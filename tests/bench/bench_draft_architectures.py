@@ -1,6 +1,6 @@
 """Every draft architecture trained on the same tokens against the same target, then measured the same way.
 
-    python tests/bench/bench_draft_architectures.py [--steps 150] [--drafts eagle eagle3 scylla medusa dense]
+    python -m tests.bench.bench_draft_architectures [--steps 150] [--drafts eagle eagle3 scylla medusa dense]
         [--target tiny-llama] [--out outputs/arch] [-- extra train overrides]
 
 Each draft is pretrained with 2-rank DeepSpeed (`torchrun -m train`) for the same number of steps (so the

@@ -1,6 +1,6 @@
 """Benchmark (not collected by pytest): tau and speed-up of a random vs a briefly trained EAGLE head.
 
-    python tests/bench/bench_eval_speed.py --target tiny-llama --steps 400
+    python -m tests.bench.bench_eval_speed --target tiny-llama --steps 400
 
 Also prints each engine step split into draft / verify (target forward) / bookkeeping.
 
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from data.embedded_paths import CORPUS_DIR, EMBEDDED_DIR
 from data.tracking import LoggerConfig
 from eval.config import EvalConfig, PromptsConfig
-from eval.drafters.eagle import random_eagle_head
 from eval.run import evaluate
-from train.modeling.draft.io import save_draft
+from train.drafts.eagle.drafter import random_eagle_head
+from train.drafts.io import save_draft
 from train.modeling.target import FrozenTarget, TargetConfig
 
 

@@ -1,7 +1,7 @@
 """Benchmark (not collected by pytest): what a depth-d tree's drafting costs beyond its d draft forwards,
 this working tree's drafting code side by side with the same code at an older git revision.
 
-    python tests/bench/bench_eval_tree_drafting.py --draft /path/to/hf-causal-lm --ref 24ec402
+    python -m tests.bench.bench_eval_tree_drafting --draft /path/to/hf-causal-lm --ref 24ec402
 
 Issue 15's bar: a depth-d tree's drafting costs at most d draft forwards plus 10%. Same target, same dense
 draft, same prompts, greedy, batch 1 (and --batch-size B), 1 thread; the engines decode every prompt in
@@ -26,16 +26,16 @@ from data.embedded_paths import TINY_LLAMA_DIR
 from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.drafters import DraftSettings
-from eval.drafters.dense import DenseDrafter, load_dense
 from eval.engine import Engine
 from eval.prompts import load_prompts
+from train.drafts.dense.drafter import DenseDrafter, load_dense
 from train.modeling.target import TargetConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def drafter_at(ref: str) -> type:
-    """DenseDrafter as it was at git revision `ref`, with that revision's tree search (eval.drafters.trees);
+    """DenseDrafter as it was at git revision `ref`, with that revision's tree search (train.decoding.trees);
     everything else (engine, kv, model) is this working tree's."""
     mods = {}
     for name in ("trees", "dense"):

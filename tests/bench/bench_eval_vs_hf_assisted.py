@@ -1,7 +1,7 @@
 """Benchmark (not collected by pytest): our engine vs Hugging Face assisted generation, same dense draft.
 
-    python tests/bench/bench_eval_vs_hf_assisted.py                    # trains a 2-layer draft first (~2 min)
-    python tests/bench/bench_eval_vs_hf_assisted.py --draft /path/to/hf-causal-lm
+    python -m tests.bench.bench_eval_vs_hf_assisted                    # trains a 2-layer draft first (~2 min)
+    python -m tests.bench.bench_eval_vs_hf_assisted --draft /path/to/hf-causal-lm
 
 Same target, draft, prompts, greedy decoding, batch 1 (what HF's `assistant_model` supports), k drafted
 tokens per step (HF's schedule pinned to a constant k). Wall time covers each whole generate call (prefill
@@ -33,9 +33,9 @@ from data.embedded_paths import CORPUS_DIR, TINY_LLAMA_DIR
 from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.drafters import DraftSettings, NoDrafter
-from eval.drafters.dense import DenseDrafter, load_dense
 from eval.engine import BatchStats, Engine
 from eval.prompts import load_prompts
+from train.drafts.dense.drafter import DenseDrafter, load_dense
 from train.modeling.target import FrozenTarget, TargetConfig
 
 

@@ -1,6 +1,6 @@
 """EAGLE-3/Scylla head layouts side by side: the same pretraining run in each layout, then the same evals.
 
-    PYTHONPATH=. python tests/bench/bench_head_layouts.py [--tokens 50000] [--depth 2] [--out outputs/bench-layouts]
+    python -m tests.bench.bench_head_layouts [--tokens 50000] [--depth 2] [--out outputs/bench-layouts]
         [--variant NAME=OVERRIDE,OVERRIDE ...] [--only NAME,NAME]
 
 `--variant eagle3-lr4e-3=draft.layout=eagle3,optim.lr=4e-3` adds a row (its own folder under --out, named NAME;

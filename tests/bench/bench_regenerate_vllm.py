@@ -1,7 +1,7 @@
 """New tokens/s of `python -m data regenerate` with vLLM vs HF `generate`, side by side (same prompts, batch
 size, greedy). Needs $DRAFTFORGE_VLLM_PYTHON. Seconds are generation only (no model load, no vLLM build).
 
-    python tests/bench/bench_regenerate_vllm.py [--prompts 64] [--batch-size 16] [--max-new-tokens 64]
+    python -m tests.bench.bench_regenerate_vllm [--prompts 64] [--batch-size 16] [--max-new-tokens 64]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training throughput and pipeline overhead, measured side by side in one process.
 
-    python tests/bench/bench_train_step.py [hydra overrides...]
+    python -m tests.bench.bench_train_step [hydra overrides...]
 
 Times, interleaved over the same micro-batches: (a) the frozen target's forward alone, (b) the draft's
 forward+backward alone on precomputed features, (c) one full training micro-step through the stage and the
@@ -79,4 +79,7 @@ def main(overrides: list[str], repeats: int = 12) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):  # every other argument is a Hydra override of the run config
+        print(__doc__)
+        raise SystemExit(0)
     main(sys.argv[1:])

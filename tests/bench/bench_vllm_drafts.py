@@ -2,7 +2,7 @@
 its own target-alone baseline built just before it, and vLLM's mean accepted length (1 + accepted / drafts).
 The paper's engine claim (Scylla vs EAGLE-2 tokens/s in a serving engine) at whatever scale the drafts are.
 
-    python tests/bench/bench_vllm_drafts.py --draft scylla=outputs/experiments/scylla-tiny/distill/export \\
+    python -m tests.bench.bench_vllm_drafts --draft scylla=outputs/experiments/scylla-tiny/distill/export \\
         --draft eagle2=outputs/experiments/eagle2-tiny/sft/export [--prompts 32] [--max-new-tokens 32] \\
         [--batch-sizes 1 8 32] [--rounds 2] [--out FILE.json]
 

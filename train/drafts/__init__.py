@@ -1,13 +1,3 @@
-"""Draft architectures: one spec file each (see `train.drafts.base`), found by importing every module of
-this package. A new architecture is a new file here, plus its head under train/modeling/draft/,
-conf/draft/<name>.yaml and its drafter in eval/drafters/."""
-
-import importlib
-import pkgutil
-
-from train.drafts.base import SPECS, BuildContext, DraftSpec, spec_for, unused_settings
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")  # each spec file registers itself
-
-__all__ = ["SPECS", "BuildContext", "DraftSpec", "spec_for", "unused_settings"]
+"""Draft algorithms, one folder each (`train/drafts/<name>/`, its `SPEC` in `__init__.py`), found by the
+registry (`train/drafts/registry.py`). Adding an algorithm is one new folder: docs/adding-an-algorithm.md.
+This file imports nothing, so importing an algorithm's module does not load every other algorithm."""

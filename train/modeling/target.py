@@ -7,13 +7,14 @@ only the draft is wrapped, sharded and checkpointed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from data.fingerprint import model_fingerprint, tokenizer_fingerprint
+from data.fingerprint import target_fingerprints, tokenizer_fingerprint
 from data.target_io import ATTENTION, DTYPES, load_target, resolve_tokenizer
 
 
@@ -21,7 +22,9 @@ from data.target_io import ATTENTION, DTYPES, load_target, resolve_tokenizer
 class TargetFeatures:
     hidden: torch.Tensor  # (B, T, H): last hidden state after the final norm, what the LM head reads
     logits: torch.Tensor  # (B, T, V)
-    layers: torch.Tensor | None = None  # (B, T, n*H): hidden_states[i] for i in feature_layers, concatenated
+    layers: torch.Tensor | None = (
+        None  # (B, T, n*H): the hidden_states a draft fuses (its spec's target_layers)
+    )
 
 
 class FrozenTarget(nn.Module):
@@ -39,8 +42,6 @@ class FrozenTarget(nn.Module):
         self.name_or_path = name_or_path
         self.model.eval()
         self.model.requires_grad_(False)
-        # hidden_states indices (0 = embeddings, i = output of decoder layer i) that EAGLE-3-style drafts fuse.
-        self.feature_layers: list[int] = []
 
     @classmethod
     def load(
@@ -81,7 +82,7 @@ class FrozenTarget(nn.Module):
     def fingerprint(self) -> dict[str, str]:
         return {
             "target": self.name_or_path,
-            "target_fingerprint": model_fingerprint(self.model),
+            **target_fingerprints(self.name_or_path, self.model),  # by weights, and the old probe
             "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
             "tokenizer": resolve_tokenizer(self.name_or_path, self.tokenizer_path),
         }
@@ -93,19 +94,19 @@ class FrozenTarget(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        layers: Sequence[int] = (),
     ) -> TargetFeatures:
         """attention_mask: 2D padding mask, or 4D for packed rows (train/modeling/doc_mask.py) together with
-        position_ids that restart per conversation."""
+        position_ids that restart per conversation. layers: hidden_states indices (0 = embeddings, i = output of
+        decoder layer i) concatenated into `TargetFeatures.layers`: the draft spec's `target_layers`."""
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             output_hidden_states=True,
         )
-        layers = None
-        if self.feature_layers:
-            layers = torch.cat([out.hidden_states[i] for i in self.feature_layers], dim=-1)
-        return TargetFeatures(hidden=out.hidden_states[-1], logits=out.logits, layers=layers)
+        fused = torch.cat([out.hidden_states[i] for i in layers], dim=-1) if layers else None
+        return TargetFeatures(hidden=out.hidden_states[-1], logits=out.logits, layers=fused)
 
     @property
     def num_layers(self) -> int:

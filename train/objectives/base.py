@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
-from train.settings import DraftConfig, StageConfig
+from train.settings import StageConfig
 
 
 @dataclass
@@ -45,11 +45,12 @@ class LossSettings(Protocol):
     def stage(self) -> StageConfig: ...
 
     @property
-    def draft(self) -> DraftConfig: ...
+    def draft(self) -> Any: ...  # the algorithm's own config class (train/drafts/<name>/config.py)
 
 
 class ObjectiveSettings:
-    """The loss settings every objective reads from the run config, in one place."""
+    """The stage's loss settings every objective reads from the run config, in one place; an objective reads
+    its algorithm's own settings (cfg.draft) itself."""
 
     def __init__(self, cfg: LossSettings) -> None:
         st = cfg.stage
@@ -57,6 +58,3 @@ class ObjectiveSettings:
         self.token_weight = st.token_weight
         self.data_ce_weight = st.data_ce_weight
         self.divergence = (st.divergence, st.temperature, st.top_k)  # divergence_sum's trailing arguments
-        self.noise = cfg.draft.feature_noise
-        self.steps = max(1, cfg.draft.ttt_steps)
-        self.decay = cfg.draft.ttt_decay

@@ -5,11 +5,18 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from train.drafts.dflash.config import DFlashConfig
 from train.drafts.dflash.head import DFlashHead, DFlashHeadConfig
+from train.drafts.spec import BuildContext
 from train.modeling.draft.dims import attention_dims
 from train.modeling.target import FrozenTarget
 
 MAX_FUSED = 5  # the DFlash paper fuses five target layers
+
+
+def target_layers(cfg: DFlashConfig | DFlashHeadConfig, depth: int) -> tuple[int, ...]:
+    """SPEC.target_layers: the draft config's (None = the default) or a built head's fused layers."""
+    return tuple(cfg.feature_layers or default_feature_layers(depth))
 
 
 def default_feature_layers(num_layers: int) -> list[int]:
@@ -70,3 +77,17 @@ def build_head(
             row = target.embed(torch.tensor([mask], device=target.device))[0]
             head.mask_embedding.copy_(row.float())
     return head
+
+
+def build(cfg: DFlashConfig, target: FrozenTarget, ctx: BuildContext) -> DFlashHead:
+    """SPEC.build: a fresh head from `draft.*`."""
+    return build_head(
+        target,
+        num_layers=cfg.num_layers,
+        block_size=cfg.block_size,
+        feature_layers=cfg.feature_layers,
+        mask_token_id=cfg.mask_token_id,
+        intermediate_size=cfg.intermediate_size,
+        num_heads=cfg.num_heads,
+        num_kv_heads=cfg.num_kv_heads,
+    )

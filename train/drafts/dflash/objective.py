@@ -16,13 +16,13 @@ from train.drafts.dflash import blocks
 from train.losses import divergence_per_position
 from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
-from train.objectives.base import LossOutput
+from train.objectives.base import LossOutput, LossSettings, ObjectiveSettings
 
 
-class DFlashObjective:
-    def __init__(self, divergence: tuple, gamma: float, max_anchors: int) -> None:
-        self.divergence = divergence  # (kind, temperature, top_k): divergence_per_position's trailing args
-        self.gamma, self.max_anchors = gamma, max_anchors
+class DFlashObjective(ObjectiveSettings):
+    def __init__(self, cfg: LossSettings) -> None:
+        super().__init__(cfg)  # the stage's divergence, temperature, top-k
+        self.gamma, self.max_anchors = cfg.draft.gamma, cfg.draft.max_anchors
 
     def __call__(
         self,

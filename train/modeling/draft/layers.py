@@ -175,18 +175,33 @@ class Attention(nn.Module):
                     "a varlen (packed) mask covers a whole training row: the cache must be empty"
                 )
             return self.o_proj(_flash_varlen(q, k, v, attn_mask).reshape(b, t, -1))
-        if self.num_kv_heads != self.num_heads:
-            rep = self.num_heads // self.num_kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         if attn_mask is None and past > 0 and t > 1:
             # New tokens see every cached position and the new ones causally.
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             attn_mask = torch.cat([torch.ones(t, past, dtype=torch.bool, device=x.device), causal], dim=1)
-        if attn_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=past == 0 and t > 1)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = attend(q, k, v, attn_mask, is_causal=attn_mask is None and past == 0 and t > 1)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+# sdpa reads grouped kv heads in place from torch 2.5 on (`enable_gqa`); before, they are copied per query head.
+SDPA_GQA = tuple(int(n) for n in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool
+) -> torch.Tensor:
+    """sdpa over (B, H, T, D) queries and (B, H_kv, S, D) keys/values, H a multiple of H_kv (query head h
+    reads kv head h // (H / H_kv)). The kv heads are read in place: at every draft forward k/v are the whole
+    cache, and copying it per query head cost more than the attention itself (tests/bench/bench_gqa_attention.py)."""
+    if k.shape[1] == q.shape[1]:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    if SDPA_GQA:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True
+        )
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
 
 
 def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: VarlenMask) -> torch.Tensor:

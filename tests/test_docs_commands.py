@@ -1,0 +1,69 @@
+"""Commands the README and docs/ print run as printed: the ones too large to run here are composed by Hydra.
+
+The first "Your own target" line runs end to end in tests/test_own_target_recipe.py; the lines here need a
+7B download (the Qwen retarget) or repeat that run with one more key (the tokenizer), so they are composed
+with Hydra's `--cfg job` and the composed target is checked.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from data.paths import REPO_ROOT
+from tests.readme_blocks import DOCS, README, section_commands, shell_env
+
+OWN_TARGET = "### Your own target, by one override"
+
+
+def compose(command: str, env: dict[str, str]) -> dict:
+    proc = subprocess.run(
+        ["bash", "-c", command + " --cfg job"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
+    return yaml.safe_load(proc.stdout)
+
+
+def test_own_target_commands_compose_to_the_target_they_name(tmp_path: Path) -> None:
+    commands = section_commands(OWN_TARGET, DOCS / "recipes.md")
+    assert len(commands) == 3, commands
+    my_target = str(tmp_path / "my-target")
+    env = shell_env(MY_TARGET=my_target)
+    qwen = compose(commands[1], env)
+    assert qwen["target"]["name_or_path"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert qwen["name"] == "scylla-llama3.1-8b"
+    own_tokenizer = compose(commands[2], env)
+    assert own_tokenizer["target"]["name_or_path"] == my_target
+    assert own_tokenizer["target"]["tokenizer"] == f"{my_target}/tokenizer.json"
+
+
+def test_ci_runs_the_readme_test_commands_exactly() -> None:
+    ci = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    readme = README.read_text()
+    test_command = "pip install 'torch==2.13.0' -e '.[dev]' && python -m pytest -q"
+    assert f"```bash\n{test_command}\n```" in readme
+    vllm_line = next(
+        line.strip("`. ") for line in readme.splitlines() if line.startswith("`DRAFTFORGE_VLLM_PYTHON=")
+    )
+    for line in (test_command, vllm_line):
+        assert any(c.strip() == line for c in ci), f".ci/run does not run the README's `{line}` as printed"
+
+
+def test_every_benchmark_line_starts_as_printed_without_pythonpath() -> None:
+    """docs/benchmarks.md's lines, each with --help: the module resolves from the repository root with no
+    PYTHONPATH (as a user types it) and its arguments parse. The runs themselves take minutes each."""
+    commands = [c.split(" #", 1)[0] for c in section_commands("# Benchmarks", DOCS / "benchmarks.md")]
+    listed = {c.split()[2] for c in commands}
+    on_disk = {f"tests.bench.{p.stem}" for p in (REPO_ROOT / "tests" / "bench").glob("bench_*.py")}
+    assert listed == on_disk, "every benchmark script is printed in docs/benchmarks.md, and only those"
+    env = {k: v for k, v in shell_env().items() if k != "PYTHONPATH"}
+    procs = {  # started together: each is mostly a torch import
+        command: subprocess.Popen(["bash", "-c", f"{command} --help"], cwd=REPO_ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    }  # fmt: skip
+    for command, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{command} --help exited {proc.returncode}\n{err[-2000:]}"
