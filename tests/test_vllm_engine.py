@@ -32,6 +32,7 @@ from eval.vllm_backend.runner import ENV_VAR, SPECULATORS_PROBE, run_script, run
 from tests.conftest import REPO, TINY_LLAMA, TINY_QWEN2
 from tests.families import VLLM_HEAD_DIM, build_family_target
 from train.drafts.dense.head import DenseDraft
+from train.drafts.dflash.build import build_head
 from train.drafts.eagle.head import EagleHead, EagleHeadConfig
 from train.drafts.eagle3.head import Eagle3Head, Eagle3HeadConfig
 from train.drafts.io import save_draft
@@ -51,7 +52,7 @@ pytestmark = pytest.mark.skipif(
 K = 3  # draft tokens per step in every run
 DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
 # eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
-ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
+ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense", "dflash")
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
 EXPORT_REFUSED = {("tiny-qwen2", a): "repeat a layer" for a in ("eagle3", "eagle3-defaults", "scylla")}
 FAMILY_SHAPES = ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")  # the two families the recipes target
@@ -133,6 +134,8 @@ def early_exit_head(arch: str, target: FrozenTarget) -> torch.nn.Module:
         for p in heads.parameters():
             p.zero_()  # each block is the identity: every head proposes the target's own next token
         return heads.eval()
+    if arch == "dflash":  # seeded random weights, 2 layers; tests/test_vllm_dflash.py serves a trained head
+        return build_head(target, num_layers=2, block_size=K + 1, intermediate_size=64).eval()
     return DenseDraft.from_pretrained(target.name_or_path, lm.shape[0]).eval()  # the target as its own draft
 
 
