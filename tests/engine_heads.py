@@ -44,6 +44,7 @@ TRAIN_PROMPTS = (
 )
 CONTINUATION = DECODE_NEW_TOKENS + 24  # greedy tokens per prompt the heads learn from
 STEPS = 40
+DENSE_LAYERS = 2
 ARCH_STEPS = {"medusa": 80}  # Medusa's third head needs longer to pass MIN_ACCEPTANCE (40 steps: 19.9 %)
 MIN_ACCEPTANCE = 0.2  # accepted / drafted tokens at k=3 that every trained head must reach
 
@@ -53,7 +54,9 @@ ARCH_OVERRIDES: dict[str, list[str]] = {
     "scylla": ["draft=scylla", "draft.num_layers=2"],  # a second decoder layer
     "eagle": ["draft=eagle"],
     "medusa": ["draft=medusa", f"draft.medusa_heads={K}"],
-    "dense": ["draft=dense"],  # a 1-layer LM of the target's architecture
+    # the target's first DENSE_LAYERS layers (+ final norm and LM head) as the starting point: a 1-layer LM
+    # trained from scratch for 40 steps accepted 10 of 174 drafted tokens (5.7 %)
+    "dense": ["draft=dense"],
 }
 
 
@@ -117,15 +120,34 @@ def _world_of_one() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def train_overrides(arch: str) -> list[str]:
+def train_overrides(arch: str, target_dir: Path) -> list[str]:
     """The run's settings besides its target, data files and output folder."""
     steps = ARCH_STEPS.get(arch, STEPS)
+    start = [f"draft.pretrained_path={first_layers(target_dir)}"] if arch == "dense" else []
     return [
-        *ARCH_OVERRIDES[arch], "stage=pretrain", "data.valid_files=[]", "data.seq_len=64",
+        *ARCH_OVERRIDES[arch], *start, "stage=pretrain", "data.valid_files=[]", "data.seq_len=64",
         "train.micro_batch_size=8", f"train.max_steps={steps}", f"train.save_every={steps}",
         "train.eval_every=0", "train.progress=false", "train.log_every=10", "optim.lr=5e-3",
         "optim.warmup_steps=2", "deepspeed=none", "logger=none",
     ]  # fmt: skip
+
+
+def first_layers(target_dir: Path, n: int = DENSE_LAYERS) -> Path:
+    """The target cut to its first n decoder layers (embedding, final norm and LM head kept): the dense
+    draft's starting point, an early exit of the target."""
+    out = CACHE / target_dir.name / f"first-{n}-layers-{cache_key(target_dir)}"
+    if (out / "config.json").is_file():
+        return out
+    model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32)
+    model.model.layers = model.model.layers[:n]
+    model.config.num_hidden_layers = n
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:n]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
 
 
 def train_head(arch: str, target_dir: Path, corpus: Path, out: Path) -> Path:
@@ -135,7 +157,7 @@ def train_head(arch: str, target_dir: Path, corpus: Path, out: Path) -> Path:
 
     register_resolvers()
     overrides = [
-        f"target.name_or_path={target_dir}", f"data.train_files=[{corpus}]", *train_overrides(arch),
+        f"target.name_or_path={target_dir}", f"data.train_files=[{corpus}]", *train_overrides(arch, target_dir),
         f"output_dir={out}",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -150,7 +172,11 @@ def trained_export(arch: str, target_dir: Path) -> Path:
     """The cached export of `arch` trained against `target_dir` (trained now when the cache lacks it)."""
     corpus_key = cache_key(target_dir, TRAIN_PROMPTS, CONTINUATION)
     corpus = CACHE / target_dir.name / f"self-distill-{corpus_key}.jsonl.gz"
-    run_dir = CACHE / target_dir.name / f"{arch}-{cache_key(target_dir, corpus_key, train_overrides(arch))}"
+    run_dir = (
+        CACHE
+        / target_dir.name
+        / f"{arch}-{cache_key(target_dir, corpus_key, train_overrides(arch, target_dir))}"
+    )
     if (run_dir / "export" / "config.json").is_file():
         return run_dir / "export"
     if not corpus.is_file():

@@ -38,11 +38,11 @@ TARGETS = {
 }
 # One group per architecture for CI (the bench perturbs every group): what pass-through heads could not test.
 CI_GROUPS = {
-    "eagle3": ["layer 0 attn k"],
+    "eagle3": ["layer 0 hidden_norm", "d2t"],
     "scylla": ["layer 1 mlp"],  # the second decoder layer
-    "eagle": ["layer 0 attn v"],
-    "medusa": ["medusa head 1"],
-    "dense": ["layer 0 mlp"],
+    "eagle": ["layer 0 mlp"],
+    "medusa": ["medusa head 1 block 0"],
+    "dense": ["layer 1 attn q"],
 }
 
 

@@ -4,7 +4,7 @@ then the draft's weights swapped in place, each swap decoded on the same prompts
     <vllm python> -I tests/vllm_mutation_worker.py job.json result.json
 
 job.json: eval/vllm_backend/worker.py's job (target, prompts, max_new_tokens, temperature, top_p, seed,
-batch_sizes = [1]) whose runs may carry "swaps": [{"name", "weights": <safetensors of the served export>}].
+batch_sizes = [1]) whose runs may carry "swaps": [{"name", "weights": <a served export folder>}].
 Building an LLM costs 10-40 s here; a swap costs a reload and a decode. The swap goes through vLLM's own
 in-place reload (vllm/model_executor/model_loader/reload/inplace.py: reload_weights), which feeds the file's
 tensors to the draft model's `load_weights` (the loader a fresh build uses, names and all) and redoes the
@@ -40,7 +40,9 @@ def _reload_draft(w: Any, path: str) -> list[str]:
         model_config=draft_model_config, load_config=drafter.vllm_config.load_config, lora_config=None
     )
     names_before = {n for n, _ in drafter.model.named_parameters()}
-    weights = load_file(path)
+    weights = {}
+    for f in sorted(Path(path).glob("*.safetensors")):  # the served folder's weight files, as a build reads
+        weights.update(load_file(str(f)))
     reload_weights(config, drafter.model, iter(weights.items()), None, True)
     return sorted(names_before - set(weights))
 
