@@ -46,6 +46,7 @@ CONTINUATION = DECODE_NEW_TOKENS + 24  # greedy tokens per prompt the heads lear
 STEPS = 40
 DENSE_LAYERS = 2
 ARCH_STEPS = {"medusa": 80}  # Medusa's third head needs longer to pass MIN_ACCEPTANCE (40 steps: 19.9 %)
+TARGET_FILES = (".json", ".safetensors", ".jinja", ".txt", ".model")  # what a target folder's key covers
 MIN_ACCEPTANCE = 0.2  # accepted / drafted tokens at k=3 that every trained head must reach
 
 # Per architecture: the draft settings of the trained head (everything else is the conf/draft default).
@@ -78,7 +79,10 @@ def cache_key(target_dir: Path, *settings: object) -> str:
     h = hashlib.sha256()
     for package in ("train", "data", "conf"):
         _tree_hash(h, REPO / package, ("*.py", "*.yaml", "*.jinja"))
-    _tree_hash(h, target_dir, ("*",))
+    for f in sorted(target_dir.iterdir()):  # the model's own files (the folder may hold our cached runs too)
+        if f.is_file() and f.suffix in TARGET_FILES:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
     h.update(json.dumps(settings, default=str).encode())
     return h.hexdigest()[:16]
 
