@@ -1,6 +1,6 @@
 """Does vLLM read every weight of our exports? The mutation table, per architecture and weight group.
 
-    DRAFTFORGE_VLLM_PYTHON=.cache/vllm-venv/bin/python python tests/bench/bench_vllm_mutations.py \
+    DRAFTFORGE_VLLM_PYTHON=$PWD/.cache/vllm-venv/bin/python python -m tests.bench.bench_vllm_mutations \
         [--targets tiny-llama qwen2-4layers] [--archs eagle3 scylla eagle medusa dense] [--out outputs/mutations]
 
 Each architecture is trained briefly against the target's own greedy continuations (tests/engine_heads.py,
