@@ -1,0 +1,89 @@
+"""Weight groups of a draft export, and one perturbed copy of the export per group.
+
+A group is a set of tensors that a loader reads as one thing: each attention projection (q, k, v, o) of a
+layer, a layer's MLP (gate, up, down), each norm, fc, the LM head, the embedding, the vocabulary map (d2t),
+a Medusa head's block. The perturbation is large (noise three times the tensor's own spread; norms scaled
+by 1 + N(0, 1/2); d2t rolled so each draft token maps to its neighbour's target token), so a loader that
+reads the group changes what the draft proposes, and one that ignores it does not. Seeded: the same export
+gives the same perturbed copies.
+
+Works on the draftforge export folder (config.json + model.safetensors), so it does not depend on the
+head classes: the perturbed folder is then exported to the served format like any trained head.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+NOISE = (
+    3.0  # noise std in units of the tensor's own std: at 1, k_proj noise left a head's 147 drafts unchanged
+)
+# tensor name (without .weight/.bias) -> group label; the first matching rule wins
+RULES: tuple[tuple[str, str], ...] = (
+    (r"(?:model\.)*layers\.(\d+)\.self_attn\.([qkvo])_proj", r"layer \1 attn \2"),
+    (r"(?:model\.)*layers\.(\d+)\.mlp\.\w+_proj", r"layer \1 mlp"),
+    (r"(?:model\.)*layers\.(\d+)\.(\w+norm)", r"layer \1 \2"),
+    (r"(?:model\.)*norm", "final norm"),
+    (r"(?:model\.)*embed_tokens", "embedding"),
+    (r"(?:model\.)*lm_head", "lm_head"),
+    (r"fc", "fc"),
+    (r"d2t", "d2t"),
+    (r"t2d", "t2d"),
+    (r"blocks\.(\d+)\.(\d+)\.linear", r"medusa head \1 block \2"),
+)
+
+
+def group_of(name: str) -> str:
+    stem = re.sub(r"\.(weight|bias)$", "", name)
+    for pattern, label in RULES:
+        m = re.fullmatch(pattern, stem)
+        if m:
+            return m.expand(label)
+    return stem  # an unknown tensor is its own group: it is still perturbed and reported
+
+
+def groups(export: Path) -> dict[str, list[str]]:
+    """Group label -> tensor names, in the file's order."""
+    out: dict[str, list[str]] = {}
+    for name in load_file(str(export / WEIGHTS)):
+        out.setdefault(group_of(name), []).append(name)
+    return out
+
+
+def perturb(name: str, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if name.endswith("d2t"):
+        # our d2t[i] is the target id of draft id i (the served formats write offsets): each draft id now maps
+        # to the next one's target token
+        return torch.roll(t, -1)
+    if name.endswith("t2d"):
+        return torch.roll(t, 1)
+    if not t.is_floating_point():
+        raise ValueError(f"{name}: no perturbation for a {t.dtype} tensor")
+    if "norm" in name:
+        return t * (1 + 0.5 * torch.randn(t.shape, generator=gen))
+    scale = t.float().std() if t.numel() > 1 and t.float().std() > 0 else t.float().abs().mean() + 0.02
+    return t + NOISE * scale * torch.randn(t.shape, generator=gen)
+
+
+def perturbed_copy(export: Path, group: str, out: Path) -> Path:
+    """A copy of `export` with every tensor of `group` perturbed (seeded by the group's name)."""
+    tensors = load_file(str(export / WEIGHTS))
+    names = groups(export)[group]
+    gen = torch.Generator().manual_seed(zlib.crc32(group.encode()))
+    for name in names:
+        tensors[name] = perturb(name, tensors[name], gen).to(tensors[name].dtype).contiguous()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cfg = json.loads((export / "config.json").read_text())
+    cfg.setdefault("meta", {})["perturbed"] = group
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(tensors, str(out / WEIGHTS))
+    return out
