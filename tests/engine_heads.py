@@ -51,7 +51,7 @@ ARCH_STEPS: dict[str | tuple[str, str], int] = {"medusa": 80, ("qwen2-4layers", 
 TARGET_FILES = (".json", ".safetensors", ".jinja", ".txt", ".model")  # what a target folder's key covers
 MIN_ACCEPTANCE = 0.2  # accepted / drafted tokens at k=3 that every trained head must reach
 
-# Per architecture: the draft settings of the trained head (everything else is the conf/draft default).
+# Per architecture: the draft settings of the trained head (everything else is the algorithm config's default).
 ARCH_OVERRIDES: dict[str, list[str]] = {
     "eagle3": ["draft=eagle3"],  # 2,048 of 4,096 tokens: the d2t map takes part
     "scylla": ["draft=scylla", "draft.num_layers=2"],  # a second decoder layer

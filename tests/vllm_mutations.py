@@ -26,11 +26,11 @@ from eval.drafters import DraftSettings, load_drafter
 from eval.engine import Engine
 from eval.prompts import load_prompts
 from eval.vllm_backend import compare
-from eval.vllm_backend.run import FORMAT_FOR, METHOD_FOR
 from eval.vllm_backend.runner import run_script
 from tests.conftest import REPO
 from tests.engine_heads import DECODE_NEW_TOKENS, DECODE_PROMPTS, K
 from tests.export_mutations import groups, perturbed_copy
+from train.drafts.registry import spec_for
 from train.export import export_draft
 from train.modeling.target import FrozenTarget
 
@@ -99,7 +99,7 @@ def mutation_check(
     ]
     runs: list[dict[str, Any]] = [{"name": "plain", "speculative_config": None}]
     for arch, src in exports.items():
-        fmt = FORMAT_FOR[arch]
+        fmt, method = spec_for(arch).serve["vllm"]
         served = export_draft(src, fmt, work / arch / "served", target_path)
         ours[arch] = our_engine(src, target, prompts)
         swaps = []
@@ -111,7 +111,7 @@ def mutation_check(
             swaps.append({"name": group, "weights": str(bad_served)})
         swaps.append({"name": ORIGINAL, "weights": str(served)})
         ours_swapped[arch, ORIGINAL] = ours[arch]
-        spec = {"method": METHOD_FOR[fmt], "model": str(served), "num_speculative_tokens": K}
+        spec = {"method": method, "model": str(served), "num_speculative_tokens": K}
         runs.append({"name": arch, "speculative_config": spec, "swaps": swaps})
     first = next(iter(ours.values()))
     job = {"target": target_path, "prompts": [r["prompt_token_ids"] for r in first], "batch_sizes": [1],
