@@ -12,7 +12,9 @@ the MLP, the second decoder layer, a Medusa block), is perturbed and swapped int
 (tests/vllm_mutation_worker.py): our counts must change and vLLM's must still equal ours. Every group of
 every architecture is covered by tests/bench/bench_vllm_mutations.py, which prints the full table.
 
-Skipped, saying why, when no vLLM python is configured (DRAFTFORGE_VLLM_PYTHON; `.ci/run` builds one).
+Cost per target: 6 LLM builds (the target alone and one per architecture; the test it replaces made 7) and
+a few in-place swaps; a cold .cache/engine-heads adds five short training runs. Skipped, saying why, when no
+vLLM python is configured (DRAFTFORGE_VLLM_PYTHON; `.ci/run` builds one).
 """
 
 from __future__ import annotations
