@@ -27,8 +27,10 @@ def test_a_new_folder_is_a_new_algorithm(tmp_path: Path) -> None:
     commands = section_commands("## Try it: the toy algorithm", DOCS / "adding-an-algorithm.md")
     assert len(commands) == 5 and commands[0] == "python -m tests.toy_algorithm", commands
     for command in commands:
+        # Each line takes well under a minute on quiet cores; the limit only catches a hang (shared cores at
+        # load 25 stretched one 2-step training past 10 minutes).
         proc = subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
+                              timeout=1800)  # fmt: skip
         assert proc.returncode == 0, f"{command}\nexited {proc.returncode}\n{proc.stderr[-3000:]}"
     assert sorted(p.name for p in (repo / FOLDER).iterdir() if p.suffix == ".py") == sorted(
         ["__init__.py", "config.py", "head.py", "objective.py", "drafter.py", "export.py"]
