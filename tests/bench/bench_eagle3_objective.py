@@ -17,15 +17,7 @@ import time
 
 import torch
 
-from tests.conftest import TINY_LLAMA
-from tests.drafts import layers
-from tests.reference_eagle3 import ReferenceEagle3Objective
-from tests.test_packed_chats import config, conversations
-from train.draft_factory import build_draft
 from train.drafts.eagle3.objective import _shift
-from train.feature_source import target_features
-from train.loss_seam import objective_for
-from train.modeling.target import FrozenTarget
 
 
 def cpu_ms(fn, reps: int) -> float:  # noqa: ANN001
@@ -68,6 +60,16 @@ def main() -> None:
             ms["after"] += cpu_ms(lambda x=logits, d=d2t: target_side_after(x, d, args.steps), args.reps) / 2
         name = f"target side, vocab {vocab} -> 32000, 4 x 256"
         print(f"{name:<44}{ms['before']:>11.1f}{ms['after']:>10.1f}{ms['before'] / ms['after']:>7.2f}x")
+    # The whole objective needs a target, a head and their configs: imported here, so --help stays quick.
+    from tests.conftest import TINY_LLAMA
+    from tests.drafts import layers
+    from tests.reference_eagle3 import ReferenceEagle3Objective
+    from tests.test_packed_chats import config, conversations
+    from train.draft_factory import build_draft
+    from train.feature_source import target_features
+    from train.loss_seam import objective_for
+    from train.modeling.target import FrozenTarget
+
     target = FrozenTarget.load(str(TINY_LLAMA))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config(tmp, "draft=eagle3", f"draft.ttt_steps={args.steps}", "draft.draft_vocab_size=null")
