@@ -31,12 +31,16 @@ def anchor_candidates(
 
 
 def select_anchors(
-    candidates: torch.Tensor, max_anchors: int, generator: torch.Generator | None = None
+    candidates: torch.Tensor, max_anchors: int, generator: torch.Generator | None = None, random: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to max_anchors random candidates per row, in increasing order: (anchors (B, A), valid (B, A)).
+    """Up to max_anchors candidates per row, in increasing order: (anchors (B, A), valid (B, A)); at random
+    in training, the first ones otherwise (validation: the same blocks whatever the padding after them).
     A = min(max_anchors, most candidates in any row); a row with fewer pads with invalid anchors at 0."""
     b, t = candidates.shape
-    noise = torch.rand(b, t, generator=generator, device=candidates.device)
+    if random:
+        noise = torch.rand(b, t, generator=generator, device=candidates.device)
+    else:
+        noise = 1.0 - torch.arange(t, device=candidates.device)[None].expand(b, t) / (t + 1)
     score = torch.where(candidates, noise, torch.full_like(noise, -1.0))  # candidates first, at random
     a = max(1, min(max_anchors, int(candidates.sum(1).max())))
     top = score.topk(a, dim=1)
