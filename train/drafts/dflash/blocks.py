@@ -16,24 +16,31 @@ import torch
 def anchor_candidates(
     loss_mask: torch.Tensor, tokens: torch.Tensor, mask_token_id: int, doc_ids: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(B, T) bool: positions a that can anchor a block. a >= 1 (a context to read), token a+1 is trained
+    """(B, T) bool: positions a that can anchor a block. a >= 1 (a context to read; packed: in a's own
+    conversation), token a+1 is trained
     (slot 1 has a loss), token a is not the mask id (it would be read as a mask slot; decoding never starts
     a block from it, see docs/dflash.md), and a+1 is in a's conversation."""
     ok = torch.zeros_like(loss_mask, dtype=torch.bool)
     ok[:, 1:-1] = loss_mask[:, 2:].bool()
     ok &= tokens != mask_token_id
-    if doc_ids is not None:
-        ok[:, :-1] &= doc_ids[:, 1:] == doc_ids[:, :-1]
+    if doc_ids is not None:  # a+1 and a-1 (a's context) in a's conversation, as when it is alone in a row
+        same = doc_ids[:, 1:] == doc_ids[:, :-1]
+        ok[:, :-1] &= same
+        ok[:, 1:] &= same
     return ok
 
 
 def select_anchors(
-    candidates: torch.Tensor, max_anchors: int, generator: torch.Generator | None = None
+    candidates: torch.Tensor, max_anchors: int, generator: torch.Generator | None = None, random: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to max_anchors random candidates per row, in increasing order: (anchors (B, A), valid (B, A)).
+    """Up to max_anchors candidates per row, in increasing order: (anchors (B, A), valid (B, A)); at random
+    in training, the first ones otherwise (validation: the same blocks whatever the padding after them).
     A = min(max_anchors, most candidates in any row); a row with fewer pads with invalid anchors at 0."""
     b, t = candidates.shape
-    noise = torch.rand(b, t, generator=generator, device=candidates.device)
+    if random:
+        noise = torch.rand(b, t, generator=generator, device=candidates.device)
+    else:
+        noise = 1.0 - torch.arange(t, device=candidates.device)[None].expand(b, t) / (t + 1)
     score = torch.where(candidates, noise, torch.full_like(noise, -1.0))  # candidates first, at random
     a = max(1, min(max_anchors, int(candidates.sum(1).max())))
     top = score.topk(a, dim=1)

@@ -43,7 +43,7 @@ class DFlashObjective(ObjectiveSettings):
         doc = packing.doc_ids if packing is not None else None
         pos_ids = packing.position_ids if packing is not None else None
         cand = blocks.anchor_candidates(loss_mask, input_ids, c.mask_token_id, doc)
-        anchors, valid = blocks.select_anchors(cand, self.max_anchors)
+        anchors, valid = blocks.select_anchors(cand, self.max_anchors, random=training)
         t = input_ids.shape[1]
         mask = blocks.block_attention_mask(anchors, valid, t, bs, doc)
         slot_pos, slot = blocks.block_layout(anchors, bs)
