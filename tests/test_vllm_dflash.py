@@ -33,10 +33,19 @@ from train.export_formats.common import Target
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-pytestmark = pytest.mark.skipif(
-    not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {ENV_VAR} to its python (README 'Serving engines (vLLM)')",
-)
+# Not yet in CI's engine step: it passed as a script, not yet as this test file, and its head training adds minutes there.
+# DRAFTFORGE_ENGINE_NEW=1 runs it (issue notes: the run that admits it to CI).
+PROVEN_ENV = "DRAFTFORGE_ENGINE_NEW"
+pytestmark = [
+    pytest.mark.skipif(
+        not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
+        reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md; .ci/run builds it)",
+    ),
+    pytest.mark.skipif(
+        os.environ.get(PROVEN_ENV) != "1",
+        reason=f"new engine test not yet admitted to CI: set {PROVEN_ENV}=1 to run it",
+    ),
+]
 NEW_TOKENS = 16
 
 
