@@ -52,7 +52,9 @@ pytestmark = pytest.mark.skipif(
 K = 3  # draft tokens per step in every run
 DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
 # eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
-ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense", "dflash")
+ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
+# Served by vLLM but checked in their own engine test file (not yet admitted to CI: DRAFTFORGE_ENGINE_NEW=1).
+OWN_ENGINE_TEST = {"dflash": "tests/test_vllm_dflash.py"}
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
 EXPORT_REFUSED = {("tiny-qwen2", a): "repeat a layer" for a in ("eagle3", "eagle3-defaults", "scylla")}
 FAMILY_SHAPES = ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")  # the two families the recipes target
@@ -179,7 +181,8 @@ def compare_every_architecture(target_dir: Path, tmp_path: Path, fitted: bool) -
     target = FrozenTarget.load(str(target_dir))
     ours, runs = {}, [{"name": "plain", "speculative_config": None}]
     # Every registered algorithm that declares a vLLM format is served here (its head built by our_export).
-    assert {a.split("-")[0] for a in ARCHS} >= {s.name for s in algorithms() if "vllm" in s.serve}
+    served = {s.name for s in algorithms() if "vllm" in s.serve} - set(OWN_ENGINE_TEST)
+    assert {a.split("-")[0] for a in ARCHS} >= served
     archs = [a for a in ARCHS if (target_dir.name, a) not in EXPORT_REFUSED]
     for arch in ARCHS:
         src = our_export(arch, target, tmp_path / f"ours-{arch}", fitted=fitted)
