@@ -78,21 +78,20 @@ def _queue() -> dict[str, str]:
 
 def _slurm_says() -> str:
     """What SLURM knows about why a job does not run: the queue with reasons, the accounting states and the
-    tail of the controller's log (when this user can read it)."""
+    tails of the controller's and the node daemon's logs (when this user can read them)."""
     parts = [
         "squeue: " + (_run("squeue", "-h", "-o", "%i %T %r %j") or "(empty)"),
         "sinfo: " + _run("sinfo", "-h", "-o", "%N %T %C %E"),
         "sacct: " + _run("sacct", "-n", "-X", "-o", "JobID,JobName%30,State,ExitCode,Reason%30"),
     ]
-    log = next(
-        (line.split("=", 1)[1].strip() for line in _run("scontrol", "show", "config").splitlines()
-         if line.startswith("SlurmctldLogFile")),
-        "",
-    )  # fmt: skip
-    try:
-        parts.append(f"{log} (tail):\n" + "\n".join(Path(log).read_text(errors="replace").splitlines()[-30:]))
-    except OSError as err:
-        parts.append(f"slurmctld log not readable ({log or 'not configured'}: {err})")
+    config = _run("scontrol", "show", "config").splitlines()
+    for daemon in ("SlurmctldLogFile", "SlurmdLogFile"):  # the controller's and the node daemon's
+        log = next((line.split("=", 1)[1].strip() for line in config if line.startswith(daemon)), "")
+        try:
+            tail = Path(log).read_text(errors="replace").splitlines()[-30:]
+            parts.append(f"{log} (tail):\n" + "\n".join(tail))
+        except OSError as err:
+            parts.append(f"{daemon} not readable ({log or 'not configured'}: {err})")
     return "\n".join(parts)
 
 
@@ -127,7 +126,10 @@ def test_signalled_job_requeues_once_resumes_and_matches_uninterrupted(
         assert len(job) == 1, job
         deadline = time.time() + 300
         while logged_since(out, 0) < 3:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            if proc.poll() is not None:  # everything SLURM and the job said: a one-off cannot be rerun
+                said = proc.stdout.read() if proc.stdout else ""
+                pytest.fail(f"the launcher exited before step 3:\n{said[-3000:]}\njob logs:\n"
+                            f"{_job_logs(sweep)[-3000:]}\nSLURM says:\n{_slurm_says()}")  # fmt: skip
             assert time.time() < deadline, f"the job did not reach step 3. SLURM says:\n{_slurm_says()}"
             time.sleep(0.2)
         subprocess.run(["scancel", "--signal=USR1", job[0]], check=True)

@@ -43,8 +43,9 @@ def prepare(draft_path: str, target_path: str, out: Path) -> tuple[str, str, str
     if fmt_mod.NAME != fmt:
         # vLLM would load the folder but may read it differently from how it was trained (an SGLang-layout
         # EAGLE-3 folder: vLLM reads its layer ids without SGLang's +1): refused, not served.
-        raise VllmMismatch(f"{draft_path}: {fmt_mod.NAME} folder: vLLM serves this algorithm from the {fmt} "
-                           f"format; export with --format {fmt}")  # fmt: skip
+        why = getattr(fmt_mod, "VLLM_READS_IT_WRONG", "vLLM may read it differently from how it was trained")
+        raise VllmMismatch(f"{draft_path}: {fmt_mod.NAME} folder: {why}; vLLM serves this algorithm from the "
+                           f"{fmt} format: export with --format {fmt}")  # fmt: skip
     ours = import_draft(Path(draft_path), out / "imported", fmt_mod.NAME, target_path)
     return str(ours), draft_path, method
 

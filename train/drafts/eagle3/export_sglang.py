@@ -32,6 +32,8 @@ from train.export_formats.common import (
 
 NAME = "eagle3-sglang"
 ARCHITECTURE = "LlamaForCausalLMEagle3"
+# Why vLLM must not be handed this folder (eval/vllm_backend/run.py prints it when it refuses one).
+VLLM_READS_IT_WRONG = "vLLM reads its layer ids without SGLang's +1"
 
 
 def _rename_out(key: str) -> str:
