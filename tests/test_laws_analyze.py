@@ -51,6 +51,7 @@ def test_fit_cli_writes_laws_the_planner_reads(tmp_path, capsys) -> None:
     assert "tokens law" in out and "capacity law" in out and "batch law" in out and "joint law" in out
     assert "hold-out" in out and "R^2=" in out
     laws = json.loads((root / "laws.json").read_text())
+    assert not laws["warmup_rule"]["detected"] and laws["warmup_budgets_excluded"] == []  # log-linear throughout
     joint = laws["joint"]
     assert abs(joint["params"]["b"] - 0.15) < 0.02 and abs(joint["params"]["c"] - 0.1) < 0.02
     assert laws["holdout_largest_budget"]["within_10pct"]
@@ -63,25 +64,35 @@ def test_fit_cli_writes_laws_the_planner_reads(tmp_path, capsys) -> None:
     assert rows and all(r["tokens"] > 0 for r in rows)
 
 
-def test_min_tokens_leaves_a_warmup_out_of_the_fits(tmp_path, capsys) -> None:
-    """A tokens curve that is flat for its first budgets (a warm-up) and log-linear after: fitted over every
-    budget, the law misses the largest one; with --min-tokens above the warm-up it recovers the slope and
-    predicts the largest budget, and the left-out budgets are named."""
+def test_warmup_rule_leaves_a_warmup_out_and_min_tokens_overrides_it(tmp_path, capsys) -> None:
+    """A tokens curve that is flat for its first budgets (a warm-up) and log-linear after: the warm-up rule
+    finds the break (interval printed), leaves the budgets before it out, recovers the slope and passes the
+    hold-out at 5 %; `--min-tokens 0` overrides the rule (saying so) and the line through every budget misses
+    the largest one; `--min-tokens 100000` is the old hand-set cut."""
     rng = np.random.default_rng(1)
     root = tmp_path / "warm"
     budgets = (12_500, 25_000, 50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000)
     for t in budgets:
         tau = 1.3 if t < 100_000 else 1.3 + 0.5 * np.log(t / 100_000)
         append_record(root, _record("tokens", 2, t, 1, tau + rng.normal(0, 0.01), {}))
-    laws_main([str(root), "--boot", "200", "--no-wandb"])
-    capsys.readouterr()
-    every = json.loads((root / "laws.json").read_text())
-    assert not every["holdout_largest_budget"]["within_10pct"]
-    laws_main([str(root), "--boot", "200", "--no-wandb", "--min-tokens", "100000"])
+    laws_main([str(root), "--boot", "200", "--no-wandb", "--min-tokens", "0"])
     out = capsys.readouterr().out
+    assert "--min-tokens 0 overrides the warm-up rule" in out
+    every = json.loads((root / "laws.json").read_text())
+    assert every["warmup_budgets_excluded"] == [] and every["warmup_cut_by"] == "--min-tokens"
+    assert not every["holdout_largest_budget"]["within_10pct"]
+    laws_main([str(root), "--boot", "200", "--no-wandb"])
+    out = capsys.readouterr().out
+    assert "warm-up rule (two-regime fit vs ln T, fixed before looking): warm-up found" in out
     assert "left out as warm-up: 12,500, 25,000, 50,000" in out
+    assert "within 5 %, within 10 %" in out and " t[" in out
     laws = json.loads((root / "laws.json").read_text())
+    rule = laws["warmup_rule"]
+    assert laws["warmup_cut_by"] == "rule" and rule["detected"]
+    assert rule["ci95"][0] <= 100_000 <= rule["ci95"][1]
     assert laws["warmup_budgets_excluded"] == [12_500, 25_000, 50_000]
-    assert laws["holdout_largest_budget"]["within_10pct"]
+    assert laws["holdout_largest_budget"]["within_5pct"]
     slope = laws["laws"]["tokens"]["forms"]["log_linear"]["params"]["b"]
     assert abs(slope - 0.5) < 0.03
+    laws_main([str(root), "--boot", "200", "--no-wandb", "--min-tokens", "100000"])
+    assert "left out as warm-up: 12,500, 25,000, 50,000" in capsys.readouterr().out
