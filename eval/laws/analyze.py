@@ -149,8 +149,9 @@ def warmup_lines(laws: dict[str, Any]) -> list[str]:
         found = "warm-up found" if rule["detected"] else "no warm-up"
         where = ""
         if rule["break_tokens"]:
+            lo, hi = rule["ci95"]
             where = (
-                f"; break at {rule['break_tokens']:,.0f} tokens {fmt_interval(rule['ci95'], 3)} (95 % residual "
+                f"; break at {rule['break_tokens']:,.0f} tokens [{lo:,.0f}, {hi:,.0f}] (95 % residual "
                 f"bootstrap), slope {rule['slope_before']:.3g} before, {rule['slope_after']:.3g} after"
             )
         lines.append(
@@ -179,7 +180,7 @@ def summary_lines(laws: dict[str, Any]) -> list[str]:
         cis = entry.get("y_ci95") or [None] * len(x)
         lines.append(
             "  points: "
-            + "; ".join(f"{a:,.4g} -> {b:.4g} {fmt_interval(c)}" for a, b, c in zip(x, y, cis, strict=True))
+            + "; ".join(f"{a:,.0f} -> {b:.4g} {fmt_interval(c)}" for a, b, c in zip(x, y, cis, strict=True))
         )
         for name in FORMS.keys() - entry["forms"].keys():
             lines.append(f"  {name:15s} not fitted (too few distinct points, or the solver did not converge)")
