@@ -47,3 +47,23 @@ def test_no_warmup_on_a_straight_line_or_a_saturating_curve() -> None:
     assert not sat.detected and "saturation" in sat.reason
     few = find_warmup(BUDGETS[:5], _two_regimes(0)[:5])
     assert not few.detected and "needs >= 6" in few.reason
+
+
+def test_every_laws_command_in_the_docs_parses() -> None:
+    """Each `python -m eval.laws <sweep> ...` that docs/scaling-laws.md and launch/sweep_tiny.sh print (the
+    warm-up rule's, and --min-tokens as its override) is accepted by the CLI as printed; running them needs a
+    sweep's folder, which this clone does not hold."""
+    import re
+    import shlex
+
+    from data.paths import REPO_ROOT
+    from eval.laws.__main__ import build_parser
+
+    text = (REPO_ROOT / "docs" / "scaling-laws.md").read_text() + (
+        REPO_ROOT / "launch" / "sweep_tiny.sh"
+    ).read_text()
+    commands = re.findall(r"python -m eval\.laws (?!\.)([^`\n#]*)", text)
+    assert any("--min-tokens" in c for c in commands) and any("--min-tokens" not in c for c in commands)
+    for args in commands:
+        parsed = build_parser().parse_args(shlex.split(args.replace("$NAME", "x").strip().strip('"')))
+        assert parsed.sweep_dir.name

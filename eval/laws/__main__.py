@@ -16,7 +16,7 @@ from eval.laws.records import read_table
 LAWS_JSON = "laws.json"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.laws", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path, help="a sweep's output folder (holds results.jsonl)")
     p.add_argument("--metric", default="t0/tree/tau", help="what the tokens and capacity laws fit")
@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="override the warm-up rule (eval/laws/warmup.py): leave tokens-axis budgets below this "
                         "out of the fits instead (0: fit every budget)")  # fmt: skip
     p.add_argument("--no-wandb", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     records = read_table(args.sweep_dir)
     if not records:
         raise SystemExit(f"{args.sweep_dir}: no results.jsonl records (run the sweep first)")
