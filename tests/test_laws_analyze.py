@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from eval.laws.__main__ import main as laws_main
 from eval.laws.planner import Laws, tokens_for_tau
@@ -51,7 +52,9 @@ def test_fit_cli_writes_laws_the_planner_reads(tmp_path, capsys) -> None:
     assert "tokens law" in out and "capacity law" in out and "batch law" in out and "joint law" in out
     assert "hold-out" in out and "R^2=" in out
     laws = json.loads((root / "laws.json").read_text())
-    assert not laws["warmup_rule"]["detected"] and laws["warmup_budgets_excluded"] == []  # log-linear throughout
+    assert (
+        not laws["warmup_rule"]["detected"] and laws["warmup_budgets_excluded"] == []
+    )  # log-linear throughout
     joint = laws["joint"]
     assert abs(joint["params"]["b"] - 0.15) < 0.02 and abs(joint["params"]["c"] - 0.1) < 0.02
     assert laws["holdout_largest_budget"]["within_10pct"]
@@ -80,7 +83,10 @@ def test_warmup_rule_leaves_a_warmup_out_and_min_tokens_overrides_it(tmp_path, c
     assert "--min-tokens 0 overrides the warm-up rule" in out
     every = json.loads((root / "laws.json").read_text())
     assert every["warmup_budgets_excluded"] == [] and every["warmup_cut_by"] == "--min-tokens"
-    assert not every["holdout_largest_budget"]["within_10pct"]
+    assert (
+        not every["holdout_largest_budget"]["within_10pct"]
+        and not every["holdout_largest_budget"]["within_5pct"]
+    )
     laws_main([str(root), "--boot", "200", "--no-wandb"])
     out = capsys.readouterr().out
     assert "warm-up rule (two-regime fit vs ln T, fixed before looking): warm-up found" in out
@@ -96,3 +102,15 @@ def test_warmup_rule_leaves_a_warmup_out_and_min_tokens_overrides_it(tmp_path, c
     assert abs(slope - 0.5) < 0.03
     laws_main([str(root), "--boot", "200", "--no-wandb", "--min-tokens", "100000"])
     assert "left out as warm-up: 12,500, 25,000, 50,000" in capsys.readouterr().out
+
+
+def test_holdout_is_judged_against_5_and_10_percent() -> None:
+    """Four budgets on a line and a fifth measured 7 % below it: within 10 %, not within 5 %."""
+    from eval.laws.analyze import holdout
+
+    x = np.array([1e4, 2e4, 4e4, 8e4, 1.6e5])
+    y = 1.0 + 0.2 * np.log(x)
+    y[-1] /= 1.07
+    h = holdout(x, y)
+    assert h["relative_error"] == pytest.approx(0.07)
+    assert h["within_10pct"] and not h["within_5pct"]
