@@ -17,8 +17,8 @@ P_OF_DEPTH = {1: 1.2e6, 2: 2.4e6, 4: 4.8e6, 8: 9.6e6}
 
 def _record(axis: str, depth: int, tokens: int, batch: int, tau: float, shapes: dict) -> dict:
     acc = {f"acceptance_at_{i}": max(0.0, min(1.0, (tau - 1) / 5 + 0.05 * (3 - i))) for i in range(1, 6)}
-    results = {"t0/tree": {"tau": tau, **acc, "speedup": 1.2 / (1 + batch / 64), "draft_ms": 1.0 * depth, "verify_ms": 2.0,
-                           "baseline_step_ms": 2.0}}  # fmt: skip
+    results = {"t0/tree": {"tau": tau, "tau_ci95": [tau - 0.05, tau + 0.05], **acc, "speedup": 1.2 / (1 + batch / 64),
+                           "draft_ms": 1.0 * depth, "verify_ms": 2.0, "baseline_step_ms": 2.0}}  # fmt: skip
     results["t0/chain"] = {"tau": tau * 0.9, **{k: v for k, v in acc.items() if k != "acceptance_at_5"}}
     results.update(shapes)
     key = f"d{depth}-t{tokens}"
@@ -51,7 +51,15 @@ def test_fit_cli_writes_laws_the_planner_reads(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "tokens law" in out and "capacity law" in out and "batch law" in out and "joint law" in out
     assert "hold-out" in out and "R^2=" in out
+    assert (
+        "  points: 25,000 -> " in out and " t[" in out
+    )  # each point with its eval's interval; t beside bootstrap
     laws = json.loads((root / "laws.json").read_text())
+    tokens_law = laws["laws"]["tokens"]
+    for y, (lo, hi) in zip(tokens_law["forms"]["log_linear"]["y"], tokens_law["y_ci95"], strict=True):
+        assert lo < y < hi  # the laws' inputs carry the records' intervals
+    assert laws["laws"]["batch"]["y_ci95"] == [None, None, None]  # records without speedup_ci95 say so
+    assert set(tokens_law["forms"]["log_linear"]["t_ci95"]) == {"a", "b"}
     assert (
         not laws["warmup_rule"]["detected"] and laws["warmup_budgets_excluded"] == []
     )  # log-linear throughout
@@ -114,3 +122,24 @@ def test_holdout_is_judged_against_5_and_10_percent() -> None:
     h = holdout(x, y)
     assert h["relative_error"] == pytest.approx(0.07)
     assert h["within_10pct"] and not h["within_5pct"]
+
+
+def test_a_sweep_record_keeps_the_evals_intervals(tmp_path) -> None:
+    """eval_metrics (what a sweep point reads from each eval's results.json) keeps tau_ci95 and speedup_ci95;
+    the CSV table writes them as JSON text."""
+    from eval.laws.records import eval_metrics, flatten
+    from eval.report import write_results
+
+    row = {
+        "tau": 1.5,
+        "tau_ci95": [1.4, 1.6],
+        "speedup": 0.8,
+        "speedup_ci95": [0.7, 0.9],
+        "acceptance_at_1": 0.4,
+    }
+    write_results(tmp_path, {"all": row}, {1: {"all": row}}, {})
+    kept = eval_metrics(tmp_path / "results.json", 1)
+    assert kept["tau_ci95"] == [1.4, 1.6] and kept["speedup_ci95"] == [0.7, 0.9]
+    flat = flatten({"point_id": "p", "results": {"t0/tree": kept}})
+    assert flat["t0/tree/tau_ci95"] == "[1.4, 1.6]"
+    assert (tmp_path / "results.csv").read_text().splitlines()[0].count("_ci95_") == 4
