@@ -104,8 +104,14 @@ def plot_acceptance(metrics: dict[str, Metrics], positions: int, path: Path) -> 
 def plot_categories(metrics: dict[str, Metrics], path: Path) -> Path:
     fig, ax = _figure()
     scopes = list(metrics)
-    ax.bar(scopes, [metrics[s]["tau"] or 0.0 for s in scopes], color=["gray"] + ["C0"] * (len(scopes) - 1))
-    ax.set_ylabel("tau (tokens per target forward, bonus counted)")
+    taus = [metrics[s]["tau"] or 0.0 for s in scopes]
+    cis = [metrics[s].get("tau_ci95") or [t, t] for s, t in zip(scopes, taus, strict=True)]
+    err = [
+        [t - c[0] for t, c in zip(taus, cis, strict=True)],
+        [c[1] - t for t, c in zip(taus, cis, strict=True)],
+    ]
+    ax.bar(scopes, taus, yerr=err, capsize=3, color=["gray"] + ["C0"] * (len(scopes) - 1))
+    ax.set_ylabel("tau (tokens per target forward, bonus counted; bars: 95 % interval)")
     ax.set_title("tau by task category")
     ax.tick_params(axis="x", labelrotation=30, labelsize="small")
     fig.tight_layout()
