@@ -4,9 +4,15 @@
         [--target tiny-llama] [--temperatures 0 1] [--num-prompts 32] [--out outputs/compare] [-- eval overrides]
 
 Each NAME=PATH is a draft export, or an experiment folder from `python -m train.pipeline` (its last stage's
-export is measured and its tokens per stage are listed). Every draft is decoded at every temperature on the
-same prompts by the same engine; the table (recipe, tokens per stage, trainable parameters, tau and speed-up
-per temperature, training and eval wall time) is printed and written to compare.csv, with a bar chart in compare.png.
+export is measured and its tokens per stage are listed); NAME=PATH1,PATH2,... is one recipe trained with several
+seeds, pooled. Every draft is decoded at every temperature on the same prompts by the same engine; the table
+(recipe, seeds, tokens per stage, trainable parameters, tau and speed-up per temperature, each with its 95 %
+interval, training and eval wall time) is printed and written to compare.csv, with a bar chart in compare.png.
+
+Intervals (eval/intervals.py): one seed: the eval's own (tau: bootstrap over prompts; speed-up: over batches).
+Several seeds: tau is the ratio of totals over every seed's prompts and its interval resamples seeds, then
+prompts within them; speed-up is the mean over seeds with a Student-t interval (seconds are per batch, not per
+prompt, so they cannot be pooled prompt by prompt).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from safetensors import safe_open
 
 from data.paths import CONF_DIR, register_resolvers
 from eval.config import to_eval_config
-from eval.run import evaluate
+from eval.intervals import mean_t_interval, ratio_ci
+from eval.run import EvalResult, evaluate
 
 
 def _meta(export: Path) -> dict[str, Any]:
@@ -56,9 +64,46 @@ def trainable_params(export: Path) -> int:
     return sum(t.numel() for t in seen)
 
 
+def prompt_units(records: list[dict[str, Any]], batch_size: int) -> np.ndarray:
+    """[prompts, 2]: (tokens emitted, verify forwards) of each prompt decoded at batch_size (outputs.jsonl
+    rows), the counts tau is the ratio of."""
+    rows = [(sum(r["emitted"]), len(r["emitted"])) for r in records if r["batch_size"] == batch_size]
+    return np.array(rows, dtype=float).reshape(-1, 2)
+
+
+def _rounded(ci: Any) -> list[float] | None:
+    return None if ci is None or not np.all(np.isfinite(ci)) else [round(float(v), 3) for v in ci]
+
+
+def pooled(runs: list[EvalResult]) -> dict[str, Any]:
+    """tau and speed-up with their 95 % intervals over one eval per seed of one recipe (see the module doc)."""
+    if len(runs) == 1:
+        m = runs[0].metrics["all"]
+        return {
+            "tau": m["tau"],
+            "tau_ci95": m["tau_ci95"],
+            "speedup": m["speedup"],
+            "speedup_ci95": m["speedup_ci95"],
+        }
+    bs = next(iter(runs[0].by_batch_size))
+    units = [prompt_units(r.records, bs) for r in runs]
+    tokens, steps = np.concatenate(units)[:, 0], np.concatenate(units)[:, 1]
+    seeds = [i for i, u in enumerate(units) for _ in range(len(u))]
+    speedups = [r.metrics["all"]["speedup"] for r in runs]
+    have = all(s is not None for s in speedups)
+    return {
+        "tau": float(tokens.sum() / steps.sum()),
+        "tau_ci95": ratio_ci(tokens, steps, groups=seeds),
+        "speedup": float(np.mean(speedups)) if have else None,
+        "speedup_ci95": mean_t_interval(speedups) if have else None,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("drafts", nargs="+", help="NAME=PATH (draft export or experiment folder)")
+    p.add_argument(
+        "drafts", nargs="+", help="NAME=PATH[,PATH...] (draft export or experiment folder; several: seeds)"
+    )
     p.add_argument("--target", default="tiny-llama")
     p.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 1.0])
     p.add_argument("--num-prompts", type=int, default=32)
@@ -72,20 +117,28 @@ def main() -> None:
         name, _, raw = spec.partition("=")
         if not raw:
             raise SystemExit(f"expected NAME=PATH, got {spec!r}")
-        export, tokens, train_s = resolve(Path(raw))
-        row: dict[str, Any] = {"recipe": name, "tokens": tokens, "trainable_params": trainable_params(export)}
+        seeds = [resolve(Path(r)) for r in raw.split(",")]
+        export, tokens, train_s = seeds[0]
+        row: dict[str, Any] = {"recipe": name, "seeds": len(seeds), "tokens": tokens,
+                               "trainable_params": trainable_params(export)}  # fmt: skip
         row["train_s"] = "?" if train_s is None else round(train_s)
         start = time.perf_counter()
         for temp in args.temperatures:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose("eval", overrides=[
-                    f"target={args.target}", f"draft_path={export}", f"temperature={temp}", "logger=none",
-                    f"output_dir={out / name / f't{temp:g}'}", f"prompts.num_prompts={args.num_prompts}",
-                    "progress=false", "cpu_threads=1", *args.overrides,
-                ])  # fmt: skip
-            metrics = evaluate(to_eval_config(cfg)).metrics["all"]
-            row[f"tau@T={temp:g}"] = round(metrics["tau"], 3)
-            row[f"speedup@T={temp:g}"] = round(metrics["speedup"], 3)
+            runs = []
+            for i, (seed_export, _, _) in enumerate(seeds):
+                folder = out / name / (f"t{temp:g}" if len(seeds) == 1 else f"seed{i}-t{temp:g}")
+                with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                    cfg = compose("eval", overrides=[
+                        f"target={args.target}", f"draft_path={seed_export}", f"temperature={temp}", "logger=none",
+                        f"output_dir={folder}", f"prompts.num_prompts={args.num_prompts}",
+                        "progress=false", "cpu_threads=1", *args.overrides,
+                    ])  # fmt: skip
+                runs.append(evaluate(to_eval_config(cfg)))
+            m = pooled(runs)
+            row[f"tau@T={temp:g}"] = round(m["tau"], 3)
+            row[f"tau@T={temp:g} ci95"] = _rounded(m["tau_ci95"])
+            row[f"speedup@T={temp:g}"] = None if m["speedup"] is None else round(m["speedup"], 3)
+            row[f"speedup@T={temp:g} ci95"] = _rounded(m["speedup_ci95"])
         row["eval_s"] = round(time.perf_counter() - start, 1)
         rows.append(row)
     write(rows, out, args.temperatures)
@@ -111,12 +164,18 @@ def write(rows: list[dict[str, Any]], out: Path, temperatures: list[float]) -> N
     width = 0.8 / len(temperatures)
     for i, temp in enumerate(temperatures):
         xs = [j + i * width for j in range(len(rows))]
-        bars = ax.bar(xs, [r[f"tau@T={temp:g}"] for r in rows], width, label=f"temperature {temp:g}")
+        taus = [r[f"tau@T={temp:g}"] for r in rows]
+        cis = [r[f"tau@T={temp:g} ci95"] or [t, t] for r, t in zip(rows, taus, strict=True)]
+        err = [
+            [t - c[0] for t, c in zip(taus, cis, strict=True)],
+            [c[1] - t for t, c in zip(taus, cis, strict=True)],
+        ]
+        bars = ax.bar(xs, taus, width, yerr=err, capsize=3, label=f"temperature {temp:g}")
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(
         [j + width * (len(temperatures) - 1) / 2 for j in range(len(rows))], [r["recipe"] for r in rows]
     )
-    ax.set_ylabel("tau (tokens per target forward, bonus counted)")
+    ax.set_ylabel("tau (tokens per target forward, bonus counted; bars: 95 % interval)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "compare.png", dpi=120)

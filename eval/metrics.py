@@ -18,6 +18,9 @@ Definitions (the report prints them):
 - speedup_cost_model = tau * baseline_step_ms / (draft_ms + verify_ms): with the measured verify cost,
   bookkeeping still free. measured speedup < cost model: engine overhead; cost model < ceiling: the
   verify forward on the tree costs more than a plain step (compute-bound hardware, e.g. a CPU).
+- tau_ci95, speedup_ci95: 95 % percentile-bootstrap intervals (eval/intervals.py), seeded. tau's resamples
+  prompts and recomputes the ratio of totals; speedup's resamples batches (its seconds are per batch; at
+  batch size 1 a batch is a prompt) and recomputes both throughputs from the resample's totals.
 """
 
 from __future__ import annotations
@@ -25,15 +28,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from eval.engine import BatchStats, RowResult
+from eval.intervals import ratio_ci, totals_ci
 
 TAU_NOTE = "tau = tokens emitted per target verification forward, bonus token counted; prefill excluded"
 SPEED_NOTE = (
     "tokens/s and speedup exclude the prefill from both spec and baseline (the same engine decoding the "
     "target alone, same batch size); speedup_ceiling assumes verifying costs one plain step and no overhead"
 )
+CI_NOTE = (
+    "*_ci95: 95 % bootstrap interval (seeded): tau over prompts (ratio of resampled totals), speedup over "
+    "batches"
+)
 
-Metrics = dict[str, float | int | None]
+Metrics = dict[str, float | int | list[float] | None]  # lists: [lo, hi] of a *_ci95
 
 
 @dataclass
@@ -56,6 +66,11 @@ class Totals:
     spec_time: float = 0.0
     base_steps: int = 0
     base_time: float = 0.0
+    # Per prompt (spec tokens, verify forwards) and per batch (spec tokens, spec s, base tokens, base s): the
+    # units the intervals resample. A batch's tokens are what add_row added since the previous add_batch.
+    prompt_units: list[tuple[int, int]] = field(default_factory=list)
+    batch_units: list[tuple[int, float, int, float]] = field(default_factory=list)
+    _mark: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         self.reached_at = self.reached_at or [0] * self.positions
@@ -73,8 +88,13 @@ class Totals:
             for i in range(min(n_ok, self.positions)):
                 self.accepted_at[i] += 1
         self.base_tokens += max(len(base.tokens) - 1, 0)
+        self.prompt_units.append((sum(spec.emitted), spec.steps))
 
     def add_batch(self, spec: BatchStats, base: BatchStats) -> None:
+        """Call after add_row for each of the batch's rows (its token counts are taken from them)."""
+        spec_tok, base_tok = self.spec_tokens - self._mark[0], self.base_tokens - self._mark[1]
+        self._mark = (self.spec_tokens, self.base_tokens)
+        self.batch_units.append((spec_tok, spec.decode_time, base_tok, base.decode_time))
         self.steps += spec.steps
         self.draft_time += spec.draft_time
         self.verify_time += spec.verify_time
@@ -89,7 +109,13 @@ class Totals:
             return a / b if a is not None and b else None
 
         tau = ratio(self.spec_tokens, self.row_steps)
-        out: Metrics = {"tau": tau, "acceptance_rate": ratio(self.accepted, self.drafted)}
+        units = np.array(self.prompt_units, dtype=float).reshape(-1, 2)
+        tau_ci = ratio_ci(units[:, 0], units[:, 1]) if tau is not None else None
+        out: Metrics = {
+            "tau": tau,
+            "tau_ci95": _listed(tau_ci),
+            "acceptance_rate": ratio(self.accepted, self.drafted),
+        }
         for i in range(self.positions):
             out[f"acceptance_at_{i + 1}"] = ratio(self.accepted_at[i], self.reached_at[i])
         t = self.timed
@@ -107,6 +133,7 @@ class Totals:
                 "spec_tokens_per_s": spec_tps,
                 "baseline_tokens_per_s": base_tps,
                 "speedup": ratio(spec_tps, base_tps),
+                "speedup_ci95": _listed(self.speedup_ci()) if t and ratio(spec_tps, base_tps) else None,
                 "speedup_cost_model": model,
                 "speedup_ceiling": ceiling,
                 "draft_ms": draft_ms,
@@ -125,6 +152,17 @@ class Totals:
         )
         return out
 
+    def speedup_ci(self) -> tuple[float, float] | None:
+        """(spec tokens / spec s) / (base tokens / base s), each from a resample of batches' totals."""
+        return totals_ci(
+            np.array(self.batch_units, dtype=float).reshape(-1, 4),
+            lambda s: (s[:, 0] / s[:, 1]) / (s[:, 2] / s[:, 3]),
+        )
+
+
+def _listed(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [ci[0], ci[1]]
+
 
 def summarize(
     batches: Iterable[tuple[list[str], list[RowResult], list[RowResult], BatchStats, BatchStats]],
@@ -135,10 +173,10 @@ def summarize(
     held nothing else; where a batch mixed categories, that category's speed numbers are None."""
     totals: dict[str, Totals] = {"all": Totals(positions)}
     for cats, spec_rows, base_rows, spec_stats, base_stats in batches:
-        totals["all"].add_batch(spec_stats, base_stats)
         for cat, s, b in zip(cats, spec_rows, base_rows, strict=True):
             totals["all"].add_row(s, b)
             totals.setdefault(cat, Totals(positions)).add_row(s, b)
+        totals["all"].add_batch(spec_stats, base_stats)
         kinds = set(cats)
         for cat in kinds:
             if len(kinds) == 1:

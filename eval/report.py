@@ -13,7 +13,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eval.metrics import SPEED_NOTE, TAU_NOTE, Metrics
+from eval.intervals import fmt_interval
+from eval.metrics import CI_NOTE, SPEED_NOTE, TAU_NOTE, Metrics
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -23,13 +24,15 @@ PLOTS = {
     "category_png": "tau_by_category.png",
     "batch_png": "batch_size.png",
 }
-SWEEP_KEYS = ("tau", "acceptance_at_1", "spec_tokens_per_s", "baseline_tokens_per_s", "speedup",
-              "speedup_cost_model", "speedup_ceiling", "draft_ms", "verify_ms", "baseline_step_ms")  # fmt: skip
+SWEEP_KEYS = ("tau", "tau_ci95", "acceptance_at_1", "spec_tokens_per_s", "baseline_tokens_per_s", "speedup",
+              "speedup_ci95", "speedup_cost_model", "speedup_ceiling", "draft_ms", "verify_ms", "baseline_step_ms")  # fmt: skip
 
 
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, list):  # a [lo, hi] interval
+        return fmt_interval(value)
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
     return str(value)
@@ -37,16 +40,28 @@ def _fmt(value: Any) -> str:
 
 def _grid(rows: list[str], cols: list[str], cell) -> list[str]:
     width = max(len(n) for n in rows) + 2
-    col = max(10, *(len(c) + 2 for c in cols))
+    text = {(r, c): _fmt(cell(r, c)) for r in rows for c in cols}
+    col = max(10, *(len(c) + 2 for c in cols), *(len(t) + 2 for t in text.values()))
     lines = ["".ljust(width) + "".join(c.rjust(col) for c in cols), "-" * (width + col * len(cols))]
-    return lines + [r.ljust(width) + "".join(_fmt(cell(r, c)).rjust(col) for c in cols) for r in rows]
+    return lines + [r.ljust(width) + "".join(text[r, c].rjust(col) for c in cols) for r in rows]
+
+
+def flat_row(row: Metrics) -> dict[str, Any]:
+    """A metrics row for flat sinks (CSV, logger): each [lo, hi] interval becomes two columns _lo and _hi."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k.endswith("_ci95"):
+            out[f"{k}_lo"], out[f"{k}_hi"] = (None, None) if v is None else v
+        else:
+            out[k] = v
+    return out
 
 
 def format_table(
     metrics: dict[str, Metrics], by_bs: dict[int, dict[str, Metrics]], header: dict[str, Any]
 ) -> str:
     """Metrics down the side, scopes (all, then each category) across; then one column per batch size."""
-    lines = [f"{k}: {v}" for k, v in header.items()] + [TAU_NOTE, SPEED_NOTE, ""]
+    lines = [f"{k}: {v}" for k, v in header.items()] + [TAU_NOTE, SPEED_NOTE, CI_NOTE, ""]
     scopes = list(metrics)
     lines += _grid(list(metrics["all"]), scopes, lambda r, c: metrics[c].get(r))
     if len(by_bs) > 1:
@@ -89,8 +104,14 @@ def plot_acceptance(metrics: dict[str, Metrics], positions: int, path: Path) -> 
 def plot_categories(metrics: dict[str, Metrics], path: Path) -> Path:
     fig, ax = _figure()
     scopes = list(metrics)
-    ax.bar(scopes, [metrics[s]["tau"] or 0.0 for s in scopes], color=["gray"] + ["C0"] * (len(scopes) - 1))
-    ax.set_ylabel("tau (tokens per target forward, bonus counted)")
+    taus = [metrics[s]["tau"] or 0.0 for s in scopes]
+    cis = [metrics[s].get("tau_ci95") or [t, t] for s, t in zip(scopes, taus, strict=True)]
+    err = [
+        [t - c[0] for t, c in zip(taus, cis, strict=True)],
+        [c[1] - t for t, c in zip(taus, cis, strict=True)],
+    ]
+    ax.bar(scopes, taus, yerr=err, capsize=3, color=["gray"] + ["C0"] * (len(scopes) - 1))
+    ax.set_ylabel("tau (tokens per target forward, bonus counted; bars: 95 % interval)")
     ax.set_title("tau by task category")
     ax.tick_params(axis="x", labelrotation=30, labelsize="small")
     fig.tight_layout()
@@ -150,16 +171,17 @@ def write_results(
 ) -> tuple[Path, Path]:
     json_path = out_dir / RESULTS_JSON
     payload = {"metrics": metrics, "by_batch_size": {str(b): m for b, m in by_bs.items()},
-               "notes": {"tau": TAU_NOTE, "speed": SPEED_NOTE}, **info}  # fmt: skip
+               "notes": {"tau": TAU_NOTE, "speed": SPEED_NOTE, "intervals": CI_NOTE}, **info}  # fmt: skip
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     csv_path = out_dir / RESULTS_CSV
-    names = list(metrics["all"])
+    names = list(flat_row(metrics["all"]))
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["batch_size", "scope", *names])
         for bs, scopes in by_bs.items():
             for scope, row in scopes.items():
-                writer.writerow([bs, scope, *("" if row.get(n) is None else row.get(n) for n in names)])
+                flat = flat_row(row)
+                writer.writerow([bs, scope, *("" if flat.get(n) is None else flat.get(n) for n in names)])
     return json_path, csv_path
 
 
@@ -171,6 +193,11 @@ def write_outputs(out_dir: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
+def _cell(value: Any) -> Any:
+    """A logged table cell: an interval as its printed text (table columns hold scalars)."""
+    return _fmt(value) if isinstance(value, list) else value
+
+
 def log_results(
     logger: Any,
     metrics: dict[str, Metrics],
@@ -179,19 +206,31 @@ def log_results(
     records: list[dict],
 ) -> None:
     """Summary numbers as eval/<scope>/<metric> and eval/batch_<b>/<metric>, tables, and the plots."""
-    flat = {f"eval/{scope}/{k}": v for scope, row in metrics.items() for k, v in row.items() if v is not None}
+    flat = {
+        f"eval/{scope}/{k}": v
+        for scope, row in metrics.items()
+        for k, v in flat_row(row).items()
+        if v is not None
+    }
     flat.update(
-        {f"eval/batch_{b}/{k}": v for b, m in by_bs.items() for k, v in m["all"].items() if v is not None}
+        {
+            f"eval/batch_{b}/{k}": v
+            for b, m in by_bs.items()
+            for k, v in flat_row(m["all"]).items()
+            if v is not None
+        }
     )
     logger.summary(flat)
     names = list(metrics["all"])
     logger.log_table(
-        "eval/metrics", ["metric", *metrics], [[n, *(metrics[s].get(n) for s in metrics)] for n in names]
+        "eval/metrics",
+        ["metric", *metrics],
+        [[n, *(_cell(metrics[s].get(n)) for s in metrics)] for n in names],
     )
     logger.log_table(
         "eval/batch_sizes",
         ["batch_size", *SWEEP_KEYS],
-        [[b, *(m["all"].get(k) for k in SWEEP_KEYS)] for b, m in by_bs.items()],
+        [[b, *(_cell(m["all"].get(k)) for k in SWEEP_KEYS)] for b, m in by_bs.items()],
     )
     columns = [
         "id",

@@ -104,6 +104,9 @@ def _record(prompt: Prompt, bs: int, spec: RowResult, tok, bad: Mismatch | None,
         "output_token_ids": spec.tokens,
         "text": tok.decode(spec.tokens),
         "accepted_lengths": spec.accepted,  # per verification forward, bonus token not included
+        # per verification forward, tokens output (bonus counted, after eos/length cuts): tau's numerator, so
+        # tau and its interval can be recomputed over any set of prompts (eval.compare pools seeds with it)
+        "emitted": spec.emitted,
         "drafted_nodes": spec.drafted,
         "stop": spec.stop,
         "lossless": bad is None,

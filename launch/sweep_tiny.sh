@@ -11,8 +11,8 @@
 # 2x the largest one (a geometric series), which WSD branches would cut only to ~1.2x.
 # Resumable: rerun after an interruption; a finished point is skipped, a finished training or eval reused.
 # Past the grid: `python -m eval.laws.point -m --config-name sweep/tiny-tokens name=$NAME tokens=800000,1600000`
-# adds budgets; `python -m eval.laws outputs/sweeps/$NAME --min-tokens 100000` fits above the servable layout's
-# ~100k-token warm-up (docs/scaling-laws.md).
+# adds budgets; `python -m eval.laws outputs/sweeps/$NAME` then fits above the servable layout's warm-up, where
+# its rule puts it (eval/laws/warmup.py; `--min-tokens N` overrides the rule; docs/scaling-laws.md).
 # AXES="tokens depth" limits the axes; extra arguments go to every multirun (e.g. tracking=none), so one
 # `target=<conf/target option>` or `target.name_or_path=<folder>` retargets the whole sweep (as for recipes).
 set -euo pipefail

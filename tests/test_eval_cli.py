@@ -127,9 +127,19 @@ def test_python_m_eval_writes_every_report(tmp_path: Path) -> None:
     assert "acceptance_at_2" in proc.stdout and "speedup" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["lossless"] is True and results["metrics"]["all"]["prompts"] == 2
+    # Every tau and speed-up carries its 95 % bootstrap interval, which holds the point (2 prompts at batch 1:
+    # 2 units to resample; at batch 2 the one batch leaves the speed-up without an interval, said as null).
+    for scope in ("1", "2"):
+        row = results["by_batch_size"][scope]["all"]
+        assert row["tau_ci95"][0] <= row["tau"] <= row["tau_ci95"][1]
+    one = results["by_batch_size"]["1"]["all"]
+    assert one["speedup_ci95"][0] <= one["speedup"] <= one["speedup_ci95"][1]
+    assert results["by_batch_size"]["2"]["all"]["speedup_ci95"] is None
+    assert "tau_ci95" in proc.stdout and "intervals" in results["notes"]
     assert results["target"]["target_fingerprint"]
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
+    assert float(table[0]["tau_ci95_lo"]) <= float(table[0]["tau"]) <= float(table[0]["tau_ci95_hi"])
     assert [(r["batch_size"], r["scope"]) for r in table] == [
         (b, s) for b in "12" for s in ("all", "code", "qa")
     ]

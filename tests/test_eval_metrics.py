@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from eval.engine import BatchStats, RowResult
+from eval.intervals import ratio_ci
 from eval.metrics import Totals, summarize
 from eval.verify import TreeVerifier
 from train.decoding.drafter import DraftTree
@@ -41,6 +42,24 @@ def test_tau_is_ratio_of_totals_not_mean_of_ratios() -> None:
     assert m["all"]["acceptance_at_1"] == pytest.approx(5 / 15)
     assert m["all"]["acceptance_at_2"] == pytest.approx(1.0)
     assert m["all"]["acceptance_rate"] == pytest.approx(20 / 60)
+
+
+def test_intervals_resample_prompts_for_tau_and_batches_for_speedup() -> None:
+    """tau's interval is the ratio bootstrap of the per-prompt counts (eval/intervals.py), so it holds tau and
+    lies between the smallest and largest prompt's own tau; speed-up's resamples batches. One prompt: no
+    interval (None), never a zero-width one."""
+    rows = [spec([0] * 10), spec([4] * 5), spec([1] * 8), spec([2] * 6)]
+    batches = [
+        (["chat"], [r], [base(12)], stats(r.steps, 1.0 + i), stats(12, 2.0)) for i, r in enumerate(rows)
+    ]
+    m = summarize(batches, positions=4)["all"]
+    lo, hi = m["tau_ci95"]
+    assert 1.0 <= lo < m["tau"] < hi <= 5.0
+    lo, hi = m["speedup_ci95"]
+    assert lo < m["speedup"] < hi
+    assert ratio_ci([10, 25, 16, 18], [10, 5, 8, 6]) == tuple(m["tau_ci95"])
+    single = summarize(batches[:1], positions=4)["all"]
+    assert single["tau_ci95"] is None and single["speedup_ci95"] is None
 
 
 def test_acceptance_by_position_is_conditional_on_reaching_it() -> None:

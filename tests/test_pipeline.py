@@ -110,4 +110,7 @@ def test_stages_chain_resume_inside_a_stage_and_rerun_skips_finished(
     assert [r["recipe"] for r in rows] == ["exp", "first"]
     assert rows[0]["tokens"].startswith("first ") and "second" in rows[0]["tokens"]
     assert all(float(r["tau@T=0"]) >= 1.0 and float(r["tau@T=1"]) >= 1.0 for r in rows)
+    for r in rows:  # each tau with its 95 % interval over the prompts (eval.compare, eval/intervals.py)
+        lo, hi = json.loads(r["tau@T=0 ci95"])
+        assert lo <= float(r["tau@T=0"]) <= hi and r["seeds"] == "1"
     assert (out / "compare.png").is_file()

@@ -47,13 +47,15 @@ def test_three_point_multirun_writes_complete_resumable_records(tmp_path: Path, 
         assert set(REQUIRED) <= set(r)
         assert set(r["results"]) == {"t0/chain", "t0/tree-s2"}
         assert 1.0 <= r["results"]["t0/chain"]["tau"] <= 5.0
+        lo, hi = r["results"]["t0/chain"]["tau_ci95"]  # the eval's interval travels into the record
+        assert lo <= r["results"]["t0/chain"]["tau"] <= hi
         assert r["tokens_seen"] >= 512 and r["trainable_params"] > 0
         assert r["train_flops"] == 6 * r["trainable_params"] * r["tokens_seen"] * r["ttt_steps"] + (
             2 * r["target_params"] * r["tokens_seen"]
         )
     assert len({r["train_key"] for r in rows}) == 1  # the three points share one training run
     csv_lines = (root / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 4 and "t0/chain/tau" in csv_lines[0]
+    assert len(csv_lines) == 4 and "t0/chain/tau" in csv_lines[0] and "t0/chain/tau_ci95" in csv_lines[0]
 
     export = next((root / "train").iterdir()) / "export" / "model.safetensors"
     mtime = export.stat().st_mtime_ns

@@ -1,6 +1,6 @@
 """`python -m eval.laws outputs/sweeps/tiny [--metric t0/tree/tau] [--boot 1000] [--min-tokens N]`: fit the
-sweep's results table; print every law's forms with R^2, leave-one-out error and 95 % bootstrap intervals, the
-joint law, the hold-out check and the batch-size table; write laws.json (read by `python -m eval.plan`) and
+sweep's results table; print the warm-up rule's break, every law's forms with R^2, leave-one-out error, 95 %
+bootstrap and Student-t intervals, the joint law, the hold-out check (5 % and 10 %) and the batch-size table; write laws.json (read by `python -m eval.plan`) and
 law_*.png, and log them to W&B (group sweep-<name>) unless --no-wandb."""
 
 from __future__ import annotations
@@ -16,15 +16,20 @@ from eval.laws.records import read_table
 LAWS_JSON = "laws.json"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.laws", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path, help="a sweep's output folder (holds results.jsonl)")
     p.add_argument("--metric", default="t0/tree/tau", help="what the tokens and capacity laws fit")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--min-tokens", type=float, default=0,
-                   help="tokens-axis budgets below this are left out of the fits (a warm-up)")  # fmt: skip
+    p.add_argument("--min-tokens", type=float, default=None,
+                   help="override the warm-up rule (eval/laws/warmup.py): leave tokens-axis budgets below this "
+                        "out of the fits instead (0: fit every budget)")  # fmt: skip
     p.add_argument("--no-wandb", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     records = read_table(args.sweep_dir)
     if not records:
         raise SystemExit(f"{args.sweep_dir}: no results.jsonl records (run the sweep first)")

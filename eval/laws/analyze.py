@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from eval.intervals import fmt_interval
 from eval.laws.batch import batch_table
 from eval.laws.fit import Fit, best_form, compare_forms, fit_form
 from eval.laws.forms import FORMS
 from eval.laws.joint import fit_joint
 from eval.laws.records import FLOPS_FORMULA
+from eval.laws.warmup import find_warmup
 
 # law name -> (records axis, x field, x label)
 AXES = {
@@ -36,6 +38,13 @@ def points(
     return np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
 
 
+def point_cis(records: list[dict[str, Any]], axis: str, x_field: str, y_path: str, x: np.ndarray) -> list:
+    """The 95 % interval each point of `points` was measured with (its eval's `<metric>_ci95`; None where
+    the record predates intervals), in the order of x."""
+    by_x = {float(r[x_field]): metric(r, f"{y_path}_ci95") for r in records if r["axis"] == axis}
+    return [by_x.get(float(v)) for v in x]
+
+
 def holdout(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
     """Fit the log-linear law on every budget but the largest, predict the largest."""
     if len(x) < 4:
@@ -47,21 +56,30 @@ def holdout(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
     lo, hi = fit.band(np.array([x[last]]))
     err = (pred - y[last]) / y[last]
     return {"x": float(x[last]), "measured": float(y[last]), "predicted": pred, "ci95": [float(lo[0]), float(hi[0])],
-            "relative_error": float(err), "within_10pct": bool(abs(err) <= 0.10)}  # fmt: skip
+            "relative_error": float(err), "within_5pct": bool(abs(err) <= 0.05),
+            "within_10pct": bool(abs(err) <= 0.10)}  # fmt: skip
 
 
 def fit_laws(
-    records: list[dict[str, Any]], y_path: str = "t0/tree/tau", n_boot: int = 1000, min_tokens: float = 0
+    records: list[dict[str, Any]],
+    y_path: str = "t0/tree/tau",
+    n_boot: int = 1000,
+    min_tokens: float | None = None,
 ) -> dict[str, Any]:
-    """min_tokens: tokens-axis budgets below it are a warm-up left out of every fit (the tokens, joint and
-    per-position laws and the hold-out), as scaling-law fits leave out runs too short to be in the law's
-    regime; which budgets were left out is written to laws.json and printed."""
-    warmup = sorted(
-        {r["tokens_seen"] for r in records if r["axis"] == "tokens" and r["tokens_seen"] < min_tokens}
-    )
-    records = [r for r in records if not (r["axis"] == "tokens" and r["tokens_seen"] < min_tokens)]
+    """Tokens-axis budgets in a warm-up are left out of every fit (the tokens, joint and per-position laws and
+    the hold-out), as scaling-law fits leave out runs too short to be in the law's regime. Where the warm-up
+    ends is decided by the rule in eval/laws/warmup.py (fixed before looking at any slope), unless
+    `min_tokens` is given: then budgets below it are left out instead and the report says it overrode the
+    rule. The rule's finding, the cut used and the budgets left out are written to laws.json and printed."""
+    rule = find_warmup(*points(records, "tokens", "tokens_seen", y_path), n_boot=n_boot)
+    cut = rule.cut() if min_tokens is None else min_tokens
+    # The break sits on a grid in ln T: a budget equal to it (up to rounding) is in the law's regime.
+    early = [r for r in records if r["axis"] == "tokens" and r["tokens_seen"] < cut * (1 - 1e-9)]
+    warmup = sorted({r["tokens_seen"] for r in early})
+    records = [r for r in records if not any(r is e for e in early)]
     out: dict[str, Any] = {"metric": y_path, "flops_formula": FLOPS_FORMULA, "laws": {}, "fits": {},
-                           "min_tokens": min_tokens, "warmup_budgets_excluded": warmup}  # fmt: skip
+                           "warmup_rule": rule.to_json(), "warmup_cut_by": "rule" if min_tokens is None else
+                           "--min-tokens", "min_tokens": cut, "warmup_budgets_excluded": warmup}  # fmt: skip
     fits: dict[str, Fit] = {}
     for law, (axis, x_field, _) in AXES.items():
         y_of = y_path if law != "batch" else y_path.rpartition("/")[0] + "/speedup"
@@ -73,6 +91,7 @@ def fit_laws(
         best = best_form(forms)
         fits[law] = forms[best]
         out["laws"][law] = {"axis": axis, "x": x_field, "y": y_of, "best": best,
+                            "y_ci95": point_cis(records, axis, x_field, y_of, x),
                             "forms": {n: f.to_json() for n, f in forms.items()}}  # fmt: skip
     trained = {r["train_key"]: r for r in records if r["axis"] in ("tokens", "depth")}.values()
     jt = [(r["tokens_seen"], r["trainable_params"], metric(r, y_path)) for r in trained]
@@ -114,41 +133,78 @@ def acceptance_fits(records: list[dict[str, Any]], n_boot: int) -> dict[str, Any
     return out
 
 
+def _params(entry: dict[str, Any]) -> str:
+    """ "b=0.531 [0.463, 0.634] t[0.418, 0.647]": estimate, bootstrap interval, Student-t interval."""
+    t = entry.get("t_ci95", {})
+    return ", ".join(
+        f"{k}={v:.4g} {fmt_interval(entry['ci95'][k])} t{fmt_interval(t.get(k))}"
+        for k, v in entry["params"].items()
+    )
+
+
+def warmup_lines(laws: dict[str, Any]) -> list[str]:
+    rule = laws.get("warmup_rule")
+    lines = []
+    if rule:
+        found = "warm-up found" if rule["detected"] else "no warm-up"
+        where = ""
+        if rule["break_tokens"]:
+            lo, hi = rule["ci95"]
+            where = (
+                f"; break at {rule['break_tokens']:,.0f} tokens [{lo:,.0f}, {hi:,.0f}] (95 % residual "
+                f"bootstrap), slope {rule['slope_before']:.3g} before, {rule['slope_after']:.3g} after"
+            )
+        lines.append(
+            f"warm-up rule (two-regime fit vs ln T, fixed before looking): {found}: {rule['reason']}{where}"
+        )
+    if laws.get("warmup_cut_by") == "--min-tokens":
+        lines.append(f"--min-tokens {laws['min_tokens']:,.0f} overrides the warm-up rule")
+    left = ", ".join(f"{t:,.0f}" for t in laws.get("warmup_budgets_excluded", []))
+    if left:
+        lines.append(f"tokens budgets below {laws['min_tokens']:,.0f} left out as warm-up: {left}")
+    return lines
+
+
 def summary_lines(laws: dict[str, Any]) -> list[str]:
     lines = [f"metric: {laws['metric']} (tau = tokens per target forward, bonus counted)"]
-    if laws.get("warmup_budgets_excluded"):
-        left = ", ".join(f"{t:,.0f}" for t in laws["warmup_budgets_excluded"])
-        lines.append(
-            f"tokens budgets below --min-tokens {laws['min_tokens']:,.0f} left out as warm-up: {left}"
-        )
+    lines.append(
+        "intervals: [bootstrap 95 %] t[Student-t 95 %]; on few points the t-interval is the honest one"
+    )
+    lines += warmup_lines(laws)
     for law, entry in laws["laws"].items():
         if "skipped" in entry:
             lines.append(f"{law}: skipped ({entry['skipped']})")
             continue
         lines.append(f"{law} law ({entry['y']} vs {entry['x']}), best by leave-one-out: {entry['best']}")
+        x, y = entry["forms"][entry["best"]]["x"], entry["forms"][entry["best"]]["y"]
+        cis = entry.get("y_ci95") or [None] * len(x)
+        lines.append(
+            "  points: "
+            + "; ".join(f"{a:,.0f} -> {b:.4g} {fmt_interval(c)}" for a, b, c in zip(x, y, cis, strict=True))
+        )
         for name in FORMS.keys() - entry["forms"].keys():
             lines.append(f"  {name:15s} not fitted (too few distinct points, or the solver did not converge)")
         for name, f in entry["forms"].items():
-            ps = ", ".join(
-                f"{k}={v:.4g} [{f['ci95'][k][0]:.4g}, {f['ci95'][k][1]:.4g}]" for k, v in f["params"].items()
-            )
             lines.append(
-                f"  {name:15s} {f['formula']:24s} R^2={f['r2']:.3f} LOO-RMSE={f['loo_rmse']:.4g}  {ps}"
+                f"  {name:15s} {f['formula']:24s} R^2={f['r2']:.3f} LOO-RMSE={f['loo_rmse']:.4g}  {_params(f)}"
             )
     j = laws.get("joint")
     if j and "params" in j:
-        ps = ", ".join(
-            f"{k}={v:.4g} [{j['ci95'][k][0]:.4g}, {j['ci95'][k][1]:.4g}]" for k, v in j["params"].items()
+        lines.append(
+            f"joint law tau = {j['formula']}: R^2={j['r2']:.3f} LOO-RMSE={j['loo_rmse']:.4g}  {_params(j)}"
         )
-        lines.append(f"joint law tau = {j['formula']}: R^2={j['r2']:.3f} LOO-RMSE={j['loo_rmse']:.4g}  {ps}")
     elif j:
         lines.append(f"joint law: skipped ({j['skipped']})")
     h = laws.get("holdout_largest_budget")
     if h:
-        verdict = "within" if h["within_10pct"] else "NOT within"
+        verdict = ", ".join(
+            f"{'within' if h[f'within_{p}pct'] else 'NOT within'} {p} %"
+            for p in (5, 10)
+            if f"within_{p}pct" in h
+        )
         lines.append(f"hold-out: fit on all budgets but the largest predicts tau {h['predicted']:.3f} "
                      f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] at T={h['x']:.0f}; measured {h['measured']:.3f} "
-                     f"({100 * h['relative_error']:+.1f} %, {verdict} 10 %)")  # fmt: skip
+                     f"({100 * h['relative_error']:+.1f} %, {verdict})")  # fmt: skip
     for key, a in laws.get("acceptance_by_position", {}).items():
         lines.append(
             f"  {key} (chain, T=0) = {a['params']['a']:.3f} + {a['params']['b']:.4f}*ln(T), R^2={a['r2']:.3f}"

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.intervals import least_squares_se, t_interval
 from eval.laws.fit import CI, r_squared
 
 Array = np.ndarray
@@ -41,10 +42,16 @@ class JointFit:
 
     def to_json(self) -> dict[str, Any]:
         lo, hi = np.percentile(self.boot, CI, axis=0)
+        design = _design(self.tokens, self.capacity)
+        se = least_squares_se(design, self.y - design @ self.coef)
+        dof = len(self.y) - len(PARAMS)
         return {
             "formula": FORMULA,
             "params": dict(zip(PARAMS, map(float, self.coef), strict=True)),
             "ci95": {n: (float(a), float(b)) for n, a, b in zip(PARAMS, lo, hi, strict=True)},
+            "t_ci95": {
+                n: t_interval(float(c), float(e), dof) for n, c, e in zip(PARAMS, self.coef, se, strict=True)
+            },
             "r2": self.r2,
             "loo_rmse": self.loo_rmse,
             "n_points": len(self.y),

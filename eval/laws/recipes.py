@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 
 from data.paths import CONF_DIR, register_resolvers
 from data.typed import to_typed
+from eval.intervals import fmt_interval
 from train.pipeline import PipelineConfig, PrepareStep
 
 FULL_BUDGET = (
@@ -59,15 +61,22 @@ def read_budgets(root: Path) -> dict[float, dict[str, dict[str, str]]]:
     return dict(sorted(out.items()))
 
 
+CI = " ci95"  # compare.csv's interval column beside a number's: "tau@T=0 ci95" = "[lo, hi]"
+
+
 def table_rows(budgets: dict[float, dict[str, dict[str, str]]], column: str) -> list[dict[str, object]]:
-    """One row per recipe: tau (`column` of compare.csv) at each total budget, in target tokens."""
+    """One row per recipe: tau (`column` of compare.csv) at each total budget, in target tokens, and beside it
+    (key "<tokens> ci95") its 95 % interval where compare.csv has one (tables made before intervals: None)."""
     recipes = list(dict.fromkeys(r for rows in budgets.values() for r in rows))
     rows = []
     for recipe in recipes:
         row: dict[str, object] = {"recipe": recipe}
         for scale, by_recipe in budgets.items():
-            cell = by_recipe.get(recipe, {}).get(column)
-            row[str(round(FULL_BUDGET * scale))] = float(cell) if cell not in (None, "") else None
+            found = by_recipe.get(recipe, {})
+            cell, ci = found.get(column), found.get(column + CI)
+            tokens = str(round(FULL_BUDGET * scale))
+            row[tokens] = float(cell) if cell not in (None, "") else None
+            row[tokens + CI] = json.loads(ci) if ci not in (None, "", "None") else None
         rows.append(row)
     return rows
 
@@ -77,12 +86,13 @@ def write_table(root: Path, column: str) -> list[str]:
     if not budgets:
         raise SystemExit(f"{root}: no s<scale>/compare.csv (run launch/recipes_vs_budget.sh first)")
     rows = table_rows(budgets, column)
-    tokens = [k for k in rows[0] if k != "recipe"]
-    lines = [f"{column} by total target tokens of training (600k = the full tiny recipes)",
+    tokens = [k for k in rows[0] if k != "recipe" and not k.endswith(CI)]
+    lines = [f"{column} [95 % interval] by total target tokens of training (600k = the full tiny recipes)",
              "| recipe | " + " | ".join(f"{int(t):,}" for t in tokens) + " |",
              "|---" * (len(tokens) + 1) + "|"]  # fmt: skip
     for row in rows:
-        cells = ["-" if row[t] is None else f"{row[t]:.3f}" for t in tokens]
+        cells = ["-" if row[t] is None else f"{row[t]:.3f}" + (f" {fmt_interval(c, 3)}" if (c := row[t + CI]) else "")
+                 for t in tokens]  # fmt: skip
         lines.append(f"| {row['recipe']} | " + " | ".join(cells) + " |")
     with open(root / "table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -24,8 +24,9 @@ from eval.compare import trainable_params
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 FLOPS_FORMULA = "6 * trainable_params * tokens_seen * ttt_steps + 2 * target_params * tokens_seen"
-METRIC_KEYS = ("tau", "acceptance_rate", "speedup", "speedup_cost_model", "spec_tokens_per_s",
-               "baseline_tokens_per_s", "draft_ms", "verify_ms", "baseline_step_ms")  # fmt: skip
+# *_ci95: the eval's 95 % bootstrap interval [lo, hi] of the number beside it (eval/metrics.py).
+METRIC_KEYS = ("tau", "tau_ci95", "acceptance_rate", "speedup", "speedup_ci95", "speedup_cost_model",
+               "spec_tokens_per_s", "baseline_tokens_per_s", "draft_ms", "verify_ms", "baseline_step_ms")  # fmt: skip
 # What a complete record holds; a record missing any of these is rebuilt, never appended.
 REQUIRED = ("point_id", "sweep", "axis", "draft", "depth", "batch_size", "config_fingerprint",
             "target_tokens", "tokens_seen", "trainable_params", "target_params", "train_flops",
@@ -95,11 +96,18 @@ def missing_fields(record: dict[str, Any]) -> list[str]:
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row: nested results become columns "t0/tree/tau"; dicts elsewhere become JSON text."""
+    """One CSV row: nested results become columns "t0/tree/tau" (an interval: JSON text "[lo, hi]"); dicts
+    elsewhere become JSON text."""
     flat: dict[str, Any] = {}
     for k, v in record.items():
         if k == "results":
-            flat.update({f"{key}/{m}": x for key, row in v.items() for m, x in row.items()})
+            flat.update(
+                {
+                    f"{key}/{m}": json.dumps(x) if isinstance(x, list) else x
+                    for key, row in v.items()
+                    for m, x in row.items()
+                }
+            )
         else:
             flat[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
     return flat
