@@ -193,11 +193,6 @@ def write_outputs(out_dir: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _cell(value: Any) -> Any:
-    """A logged table cell: an interval as its printed text (table columns hold scalars)."""
-    return _fmt(value) if isinstance(value, list) else value
-
-
 def log_results(
     logger: Any,
     metrics: dict[str, Metrics],
@@ -221,16 +216,19 @@ def log_results(
         }
     )
     logger.summary(flat)
-    names = list(metrics["all"])
+    # W&B types each table column by its first row and refuses a row that differs (a number, then a "[lo, hi]"
+    # text): every interval is logged as two numeric rows/columns, _lo and _hi, as in results.csv.
+    scopes = {s: flat_row(m) for s, m in metrics.items()}
     logger.log_table(
         "eval/metrics",
-        ["metric", *metrics],
-        [[n, *(_cell(metrics[s].get(n)) for s in metrics)] for n in names],
+        ["metric", *scopes],
+        [[n, *(scopes[s].get(n) for s in scopes)] for n in scopes["all"]],
     )
+    sweep_cols = list(flat_row(dict.fromkeys(SWEEP_KEYS)))
     logger.log_table(
         "eval/batch_sizes",
-        ["batch_size", *SWEEP_KEYS],
-        [[b, *(_cell(m["all"].get(k)) for k in SWEEP_KEYS)] for b, m in by_bs.items()],
+        ["batch_size", *sweep_cols],
+        [[b, *(flat_row(m["all"]).get(k) for k in sweep_cols)] for b, m in by_bs.items()],
     )
     columns = [
         "id",
