@@ -2,7 +2,8 @@
 
 `draft_chain` and `dynamic_tree` are generic over the drafter: they call `step(tokens, parent, visible,
 depth) -> logits` to run the draft on new nodes, so any drafter that can attend over a tree (EAGLE-1/2/3, a
-dense LM with a 4D mask) gets both shapes from the same search.
+dense LM with a 4D mask) gets both shapes from the same search. A draft over a reduced vocabulary (EAGLE-3)
+passes `vocab`: its logits are searched as they are and only the picked ids become target ids (vocab.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import torch
 
 from train.decoding.drafter import DraftTree
 from train.decoding.sampling import Sampling, sample
+from train.decoding.vocab import ReducedVocab
 
 # step(tokens (B, K), parent (B, K), visible (B, K, E + K), depth) -> logits (B, K, V)
-#   tokens: nodes to run the draft on, all at `depth` (1 = child of the root);
+#   tokens: nodes to run the draft on (target ids), all at `depth` (1 = child of the root);
+#   logits: over the draft's vocabulary (the target's, or the reduced one `vocab` maps);
 #   parent: index of each node's parent among the nodes expanded before (-1 = the root);
 #   visible: which expanded nodes (the E earlier ones, then these K) each node may attend to: its
 #   ancestors and itself. The drafter appends the K nodes to its scratch cache in this order.
@@ -26,9 +29,16 @@ Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 MAX_LOGP = -1e-6
 
 
-def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Sampling, gen) -> DraftTree:
+def draft_chain(
+    root_logits: torch.Tensor,
+    step: Step,
+    k: int,
+    sampling: Sampling,
+    gen,  # noqa: ANN001 - torch.Generator | None
+    vocab: ReducedVocab | None = None,
+) -> DraftTree:
     """k tokens in a line: argmax when greedy, else drawn from the draft's own (temperature, top-p)
-    distribution, which is recorded as q for the acceptance test."""
+    distribution, which is recorded as q for the acceptance test (over the target's vocabulary)."""
     b, dev = root_logits.shape[0], root_logits.device
     logits, toks, qs, scores = root_logits, [], [], []
     path = torch.zeros(b, device=dev)
@@ -41,6 +51,8 @@ def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Samplin
             qs.append(q)
             step_logp = q.gather(-1, tok[:, None])[:, 0].log()
         path = path + step_logp.clamp(max=MAX_LOGP)
+        if vocab is not None:
+            tok = vocab.to_target(tok)
         toks.append(tok)
         scores.append(path)
         if d < k:
@@ -48,23 +60,35 @@ def draft_chain(root_logits: torch.Tensor, step: Step, k: int, sampling: Samplin
             visible = torch.ones(b, 1, d, dtype=torch.bool, device=dev)  # every earlier node is an ancestor
             logits = step(tok[:, None], parent, visible, d)[:, 0]
     ar = torch.arange(k, device=dev)
+    q = torch.stack(qs, 1) if qs else None
+    if q is not None and vocab is not None:
+        q = vocab.widen(q)  # once per proposal: verification reads q at target ids
     return DraftTree(
         tokens=torch.stack(toks, 1),
         parents=(ar - 1).expand(b, k).clone(),
         depths=(ar + 1).expand(b, k).clone(),
-        q=torch.stack(qs, 1) if qs else None,
+        q=q,
         scores=torch.stack(scores, 1),
     )
 
 
-def _top_children(logits: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, tokens) of the `topk` most likely next tokens, the log-probabilities capped at
-    MAX_LOGP (only the k picked values are capped, not the whole vocabulary)."""
+def _top_children(
+    logits: torch.Tensor, topk: int, vocab: ReducedVocab | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, target ids) of the `topk` most likely next tokens, the log-probabilities capped
+    at MAX_LOGP (only the k picked values are capped, not the whole vocabulary)."""
     val, tok = torch.log_softmax(logits.float(), -1).topk(topk, dim=-1)
-    return val.clamp(max=MAX_LOGP), tok
+    return val.clamp(max=MAX_LOGP), tok if vocab is None else vocab.to_target(tok)
 
 
-def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, budget: int) -> DraftTree:
+def dynamic_tree(
+    root_logits: torch.Tensor,
+    step: Step,
+    depth: int,
+    topk: int,
+    budget: int,
+    vocab: ReducedVocab | None = None,
+) -> DraftTree:
     """EAGLE-2: at each level expand the `topk` nodes with the highest path probability (product of the
     draft's probabilities from the root), give each its `topk` most likely children, and finally keep the
     `budget` nodes of highest path probability over all levels. One draft forward per level.
@@ -79,7 +103,7 @@ def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, b
     # identity is every node's "itself"; each level fills its rows' ancestors from its parents' rows.
     n_exp = (depth - 1) * k
     anc = torch.eye(n_exp, dtype=torch.bool, device=dev).expand(b, n_exp, n_exp).clone()
-    front_score, front_tok = _top_children(root_logits, topk)  # the newest level's nodes
+    front_score, front_tok = _top_children(root_logits, topk, vocab)  # the newest level's nodes
     scores, toks, expanded = [front_score], [front_tok], []
     par_e = torch.full((b, k), -1, dtype=torch.long, device=dev)  # parents among expanded nodes (-1: root)
     for d in range(2, depth + 1):
@@ -92,7 +116,7 @@ def dynamic_tree(root_logits: torch.Tensor, step: Step, depth: int, topk: int, b
             par_e = up + (e - k)
             anc[:, e : e + k, :e] = anc[:, e - k : e, :e].gather(1, up[..., None].expand(b, k, e))
         logits = step(front_tok.gather(1, j), par_e, anc[:, e : e + k, : e + k], d - 1)
-        c_score, c_tok = _top_children(logits, topk)  # (B, k, topk)
+        c_score, c_tok = _top_children(logits, topk, vocab)  # (B, k, topk)
         front_score, front_tok = (c_score + s[..., None]).flatten(1), c_tok.flatten(1)
         scores.append(front_score)
         toks.append(front_tok)

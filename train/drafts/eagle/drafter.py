@@ -11,6 +11,7 @@ from torch import nn
 from train.decoding.drafter import CHAIN, DraftSettings, DraftTree
 from train.decoding.kv import Slots, block_positions, causal_block, select_rows, truncate
 from train.decoding.trees import draft_chain, dynamic_tree
+from train.decoding.vocab import ReducedVocab
 from train.drafts.eagle.head import EagleHead, EagleHeadConfig
 from train.modeling.draft.dims import attention_dims
 from train.modeling.target import FrozenTarget
@@ -56,6 +57,10 @@ class EagleDrafter:
         nodes); the same input here, not for EAGLE-3 (drafter.py there)."""
         return self.head(self.target.embed(tokens), feats, position_ids=pos, cache=self.cache, attn_mask=mask)
 
+    def reduced_vocab(self) -> ReducedVocab | None:
+        """None: the head's logits are over the target's vocabulary (EAGLE-1/2 use the target's LM head)."""
+        return None
+
     def propose(self, root: torch.Tensor, settings: DraftSettings, gen: torch.Generator | None) -> DraftTree:
         if not bool(self.has_carry.all()):
             raise RuntimeError("EagleDrafter.propose before any verified feature was observed")
@@ -84,10 +89,11 @@ class EagleDrafter:
             return self.head.logits(pred, self.target.lm_head)
 
         root_logits = self.head.logits(out[:, -1], self.target.lm_head)
+        vocab = self.reduced_vocab()
         if settings.mode == CHAIN:
-            tree = draft_chain(root_logits, step, settings.draft_length, settings.sampling, gen)
+            tree = draft_chain(root_logits, step, settings.draft_length, settings.sampling, gen, vocab)
         else:
-            tree = dynamic_tree(root_logits, step, settings.depth, settings.topk, settings.budget)
+            tree = dynamic_tree(root_logits, step, settings.depth, settings.topk, settings.budget, vocab)
         truncate(self.cache, committed)  # drop the tree's scratch positions
         return tree
 
