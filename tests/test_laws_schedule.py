@@ -1,6 +1,6 @@
 """The batch law written into vLLM's schedule (eval.laws.schedule) without vLLM: the k chosen per batch size
 against crossing points worked out by hand, the config eval.plan writes from a laws file with vLLM's chain
-costs, and the refusals (parallel drafting, no chain costs). tests/test_laws_schedule_vllm.py has real vLLM
+costs, and the refusals (parallel drafting, no chain costs). tests/test_vllm_schedule.py has real vLLM
 check and serve what is written here."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from eval.laws.schedule import (
     k_schedule,
     speculative_config,
 )
+from eval.laws.schedule_vllm import summary
 from eval.plan import main
 
 PARAMS = 2.0e6
@@ -138,3 +139,21 @@ def test_plan_refuses_a_schedule_without_vllms_chain_costs(tmp_path: Path, capsy
         main([str(tmp_path / "laws.json"), "--compute", "1e13", "--depths", "2", "--engine", "vllm",
               "--draft", str(tmp_path / "d"), "--out", str(tmp_path / "spec.json")])  # fmt: skip
     assert exit_info.value.code == 2 and "eval.laws.batch_vllm" in capsys.readouterr().err
+
+
+def test_the_measurement_summary_compares_the_schedule_with_the_best_fixed_k() -> None:
+    """eval.laws.schedule_vllm's summary on rows as its `rows` writes them (speed-ups over the target alone)."""
+
+    def row(run: str, batch: int, speedup: float, drafts: int = 10, drafted: int = 10) -> dict:
+        return {"run": run, "batch_size": batch, "speedup": speedup, "num_drafts": drafts,
+                "num_draft_tokens": drafted}  # fmt: skip
+
+    table = [row("k1", 1, 0.8), row("k3", 1, 1.2), row("schedule", 1, 1.1, 10, 30),
+             row("k1", 8, 0.9), row("k3", 8, 0.6), row("schedule", 8, 0.95, 12, 12)]  # fmt: skip
+    earlier = {(1, 1): 0.7, (3, 1): 1.25, (1, 8): 0.95, (3, 8): 0.6}
+    s = summary(table, [[1, 4, 3], [5, 64, 1]], earlier)
+    assert s["noise_max_abs_speedup_diff"] == pytest.approx(0.1) and s["noise_pairs"] == 4
+    b1, b8 = s["per_batch"]
+    assert (b1["schedule_k"], b1["best_fixed"], b1["schedule_draft_tokens_per_draft"]) == (3, "k3", 3.0)
+    assert b1["ratio"] == pytest.approx(1.1 / 1.2) and b8["ratio"] == pytest.approx(0.95 / 0.9)
+    assert (b8["schedule_k"], b8["best_fixed"]) == (1, "k1")

@@ -2,8 +2,9 @@
 to the k our schedule means at every batch size, and it serves a tiny export with it, losslessly, drafting
 the scheduled k (its own counters) at batch 1 and fewer at batch 8.
 
-Skipped, saying why, without a vLLM python (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py is. Two vLLM
-builds (the target alone and the schedule) on 8 prompts x 8 new tokens.
+Skipped, saying why, without a vLLM python (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py is, and until
+admitted to CI (DRAFTFORGE_ENGINE_NEW=1). Two vLLM builds (the target alone and the schedule) on 8 prompts x 8
+new tokens.
 """
 
 from __future__ import annotations
@@ -28,10 +29,19 @@ from tests.test_vllm_engine import our_export
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-needs_vllm = pytest.mark.skipif(
-    not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
-    reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)'; .ci/run builds it)",
-)
+# Not yet in CI's engine step (two vLLM builds, ~2 min on 2 loaded cores): DRAFTFORGE_ENGINE_NEW=1 runs it
+# (issue notes: the run that admits it to CI), as tests/test_vllm_dflash.py.
+PROVEN_ENV = "DRAFTFORGE_ENGINE_NEW"
+pytestmark = [
+    pytest.mark.skipif(
+        not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
+        reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)'; .ci/run builds it)",
+    ),
+    pytest.mark.skipif(
+        os.environ.get(PROVEN_ENV) != "1",
+        reason=f"new engine test not yet admitted to CI: set {PROVEN_ENV}=1 to run it",
+    ),
+]
 MAX_BATCH = 8
 # vLLM's own reading of the schedule: its validator, then the dense batch size -> k lookup its scheduler uses.
 VLLM_LOOKUP = """
@@ -42,7 +52,6 @@ print(json.dumps(build_dynamic_sd_schedule_lookup(cfg["{field}"], {max_batch}, c
 """
 
 
-@needs_vllm
 def test_vllm_accepts_the_written_schedule_and_serves_a_tiny_export_with_it(tmp_path: Path, capsys) -> None:
     target = FrozenTarget.load(str(TINY_LLAMA))
     export = our_export("scylla", target, tmp_path / "scylla")  # an early-exit head: some drafts accepted
