@@ -16,9 +16,9 @@
         comes from the batch law on vLLM's measured chain costs (eval.laws.schedule)
 
 Every prediction is printed with its 95 % bootstrap interval and, where its budget lies beyond the measured
-ones (after --scale-to: every budget), marked extrapolated; a speed-up outside every measured one is warned of. The laws and costs are those of the sweep that
-wrote laws.json (its target and hardware) unless --scale-to says otherwise; see eval/laws/planner.py for the
-model. Without batch-axis costs, --compute ranks (depth, tokens) by tau, which exact greedy verification makes
+ones (after --scale-to: every budget), marked extrapolated; a speed-up outside every measured one is warned
+of. The laws and costs are those of the sweep that wrote laws.json (its target and hardware) unless --scale-to
+says otherwise; see eval/laws/planner.py for the model. Without batch-axis costs, --compute ranks (depth, tokens) by tau, which exact greedy verification makes
 independent of the batch size.
 """
 
