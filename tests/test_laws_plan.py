@@ -15,6 +15,7 @@ from eval.laws.planner import (
     Laws,
     Unreachable,
     best_for_budget,
+    outside_measured,
     tau_for_compute,
     tokens_for_tau,
     transfer,
@@ -76,8 +77,11 @@ def test_cli_prints_interval_and_refuses_clearly(laws_json: dict, tmp_path, caps
     main([str(path), "--tau", "3.0", "--depths", "1", "2"])
     out = capsys.readouterr().out
     assert "depth  1" in out and "cheapest: depth" in out and "[" in out
-    with pytest.raises(SystemExit, match=r"\[plan\] unreachable: .*5.9"):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(path), "--tau", "5.9"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("[plan] unreachable: ") and "5.9" in err and "\n" not in err, err
 
 
 def test_budget_picks_the_shape_the_batch_costs_favour(laws_json: dict) -> None:
@@ -130,3 +134,81 @@ def test_compute_without_batch_costs_ranks_depths_by_tau(laws_json: dict, tmp_pa
     out = capsys.readouterr().out
     assert "carried to the llama3.1-8b grid" in out and "batch 16: no batch-axis costs" in out
     assert "GPU-h" in out and out.count("depth ") >= 4
+    # Nothing was measured on that grid: every row is flagged, and the interval says what it leaves out.
+    rows = [ln for ln in out.splitlines() if ln.startswith("  depth ")]
+    assert len(rows) == 4 and all("(extrapolated: transferred from" in ln for ln in rows), out
+    assert "leaves out the error of the transfer assumption itself" in out
+
+
+def test_every_transferred_budget_is_flagged_and_measured_ones_are_not(laws_json: dict) -> None:
+    laws = Laws.from_json({**laws_json, "tokens_depth": 2})  # measured up to 1e6 tokens
+    per_token = laws.flops_per_token(1)
+    inside = tau_for_compute(laws, 1e5 * per_token, [1])[0]  # 1e5 tokens: within the measured budgets
+    beyond = tau_for_compute(laws, 1e7 * per_token, [1])[0]
+    assert (
+        inside["extrapolated"] == ""
+        and beyond["extrapolated"] == "extrapolated: 10x the largest measured budget"
+    )
+    grid = Grid(name="big", max_tokens=1e10, tokens_depth=4, capacity={1: 1e8, 2: 2e8, 4: 4e8},
+                target_params=8e9, ttt_steps=1)  # fmt: skip
+    moved = transfer(laws, grid)
+    below_anchor = tau_for_compute(moved, 1e9 * moved.flops_per_token(4), [4])[0]  # 0.1x the grid's largest
+    above_anchor = tau_for_compute(moved, 3e10 * moved.flops_per_token(4), [4])[0]
+    for row in (below_anchor, above_anchor):
+        assert row["extrapolated"].startswith(
+            "extrapolated: transferred from a sweep measured up to 1e+06 tokens"
+        )
+    assert "x this grid's largest" not in below_anchor["extrapolated"]
+    assert above_anchor["extrapolated"].endswith(", 3x this grid's largest budget")
+    # the same flag on the other two questions
+    assert all(r["extrapolated"] for r in tokens_for_tau(moved, 3.0, [1, 2, 4]))
+
+
+def test_max_extrapolation_bounds_compute_answers_too(laws_json: dict, tmp_path, capsys) -> None:
+    laws = Laws.from_json(laws_json)
+    compute = 1e7 * laws.flops_per_token(1)  # depth 1: 1e7 tokens (10x), depth 2: 5.9x, depth 4: 3.3x
+    assert [r["depth"] for r in tau_for_compute(laws, compute, [1, 2, 4], max_extrapolation=5)] == [4]
+    assert [r["depth"] for r in best_for_budget(laws, compute, 1, [1, 2, 4], max_extrapolation=5)] == [4, 4]
+    with pytest.raises(Unreachable, match=r"depth 1: needs 1e\+07 tokens, more than 2x .*depth 4"):
+        tau_for_compute(laws, compute, [1, 2, 4], max_extrapolation=2)
+    for batch in ([], BATCH):  # without and with batch-axis costs: both --compute paths refuse
+        path = tmp_path / "laws.json"
+        path.write_text(json.dumps({**laws_json, "batch": batch}))
+        with pytest.raises(SystemExit) as exit_info:
+            main(
+                [
+                    str(path),
+                    "--compute",
+                    f"{compute:g}",
+                    "--depths",
+                    "1",
+                    "2",
+                    "4",
+                    "--max-extrapolation",
+                    "2",
+                ]
+            )
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err.startswith("[plan] unreachable: compute") and "--max-extrapolation" in err and "\n" not in err
+        )
+
+
+def test_a_speedup_outside_every_measured_one_is_warned_of(laws_json: dict, tmp_path, capsys) -> None:
+    measured = [dict(r, shapes={k: {**v, "speedup": sp} for (k, v), sp in zip(r["shapes"].items(), sps, strict=True)})
+                for r, sps in zip(BATCH, ([0.9, 0.7], [0.5, 0.6]), strict=True)]  # fmt: skip
+    laws = Laws.from_json({**laws_json, "batch": measured})
+    assert outside_measured(laws, 0.5) == "" and outside_measured(laws, 0.9) == ""
+    assert outside_measured(laws, 1.37).startswith(
+        "warning: predicted speed-up 1.37 lies above every measured speed-up (0.50 to 0.90, 4 measured)"
+    )
+    assert "below every measured" in outside_measured(laws, 0.2)
+    assert outside_measured(Laws.from_json(laws_json), 1.37) == ""  # nothing measured: nothing to compare
+    path = tmp_path / "laws.json"
+    path.write_text(json.dumps({**laws_json, "batch": measured}))
+    main([str(path), "--compute", "1e15", "--batch", "1", "--depths", "2"])  # predicts ~1.7 at batch 1
+    out = capsys.readouterr().out
+    top = best_for_budget(laws, 1e15, 1, [2])[0]
+    assert top["speedup"] > 0.9 and top["outside_measured"]
+    assert f"{top['outside_measured']} (depth 2, {top['shape']})" in out

@@ -12,6 +12,11 @@
    alone: under exact greedy verification tau does not depend on the batch size, only the costs do.
 3. transfer: the laws of one sweep (the tiny one) carried to another sweep's grid (a cluster target's), for
    questions no sweep on that target has answered yet; see `transfer` for the assumption it makes.
+
+Every row says whether its budget is an extrapolation (`extrapolated`: why, or "" inside the measured budgets):
+after a transfer every budget is one, since nothing was measured on that grid. `max_extrapolation` bounds the
+tokens of every answer (--tau and --compute alike). A predicted speed-up outside the range of every measured
+one is named by outside_measured.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ from typing import Any
 import numpy as np
 
 CI = (2.5, 97.5)
+CHAIN = "chain-k"  # vLLM's batch-axis shapes: a chain of k drafted tokens (eval.laws.batch_vllm_report.shape)
 DEFAULT_MAX_EXTRAPOLATION = 1000.0  # refuse answers needing more than 1000x the largest measured budget
+# What a transferred interval is and is not: its bootstrap refits carry the fit's own uncertainty (anchor
+# level and slopes, so it widens with the distance from the anchor); the assumption itself is not in it.
+TRANSFER_LEAVES_OUT = (
+    "the 95% interval is the measured sweep's bootstrap carried to this grid (its anchor level and slopes, "
+    "widening with the distance from the anchor); it leaves out the error of the transfer assumption itself "
+    "(that this grid's largest budget has the measured sweep's largest-budget tau and the same slopes per "
+    "e-fold of tokens and parameters), which no measurement here bounds: read it as a lower bound on the "
+    "uncertainty"
+)
 
 
 class Unreachable(ValueError):
@@ -41,6 +56,9 @@ class Laws:
     max_tokens_measured: float
     batch: list[dict[str, Any]]
     tokens_depth: int | None = None  # the depth the tokens axis trained (where the law is anchored)
+    # Set by transfer: where the laws were measured ("the sweep's 1.6e+06-token budget"); nothing was
+    # measured on this grid, so every budget here is an extrapolation.
+    transferred_from: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Laws:
@@ -84,6 +102,63 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def extrapolated(laws: Laws, tokens: float) -> str:
+    """Why a token budget is an extrapolation of these laws, or "" when it lies within the measured ones."""
+    ratio = tokens / laws.max_tokens_measured
+    if laws.transferred_from is not None:
+        beyond = f", {ratio:.3g}x this grid's largest budget" if ratio > 1 else ""
+        return (
+            f"extrapolated: transferred from {laws.transferred_from}, nothing measured on this grid{beyond}"
+        )
+    return f"extrapolated: {ratio:.3g}x the largest measured budget" if ratio > 1 else ""
+
+
+def _too_far(laws: Laws, depth: int, tokens: float, max_extrapolation: float) -> str | None:
+    """The refusal for a budget beyond max_extrapolation x the largest measured (or transfer-anchored) one."""
+    if tokens <= laws.max_tokens_measured * max_extrapolation:
+        return None
+    return (f"depth {depth}: needs {tokens:.3g} tokens, more than {max_extrapolation:g}x the largest "
+            f"measured budget ({laws.max_tokens_measured:.3g}); raise --max-extrapolation to allow it")  # fmt: skip
+
+
+def _compute_budgets(
+    laws: Laws, compute: float, depths: list[int], max_extrapolation: float
+) -> list[tuple[int, float, float]]:
+    """(depth, params, tokens) for each depth that `compute` training FLOPs keep within max_extrapolation;
+    Unreachable naming every depth when none is."""
+    kept, why = [], []
+    for depth in depths:
+        p = laws.params_at(depth)
+        tokens = compute / laws.flops_per_token(depth)
+        refusal = _too_far(laws, depth, tokens, max_extrapolation)
+        if refusal:
+            why.append(refusal)
+        else:
+            kept.append((depth, p, tokens))
+    if not kept:
+        raise Unreachable(f"compute {compute:.3g} FLOPs is out of the fitted law's range: " + "; ".join(why))
+    return kept
+
+
+def measured_speedups(laws: Laws) -> list[float]:
+    """Every speed-up the batch axis measured (any batch size, any shape)."""
+    return [
+        float(m["speedup"]) for r in laws.batch for m in r["shapes"].values() if m.get("speedup") is not None
+    ]
+
+
+def outside_measured(laws: Laws, speedup: float) -> str:
+    """A warning when a predicted speed-up lies outside the range of every measured one ("" inside it, or
+    when nothing was measured): the cost model then extrapolates, e.g. scaling a draft cost it never timed."""
+    seen = measured_speedups(laws)
+    if not seen or min(seen) <= speedup <= max(seen):
+        return ""
+    side = "above" if speedup > max(seen) else "below"
+    return (f"warning: predicted speed-up {speedup:.2f} lies {side} every measured speed-up "
+            f"({min(seen):.2f} to {max(seen):.2f}, {len(seen)} measured): an extrapolation of the cost model, "
+            "not a measurement")  # fmt: skip
+
+
 def tokens_for_tau(laws: Laws, tau: float, depths: list[int],
                    max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION) -> list[dict[str, Any]]:  # fmt: skip
     """One row per depth that can reach tau, cheapest training FLOPs first; Unreachable if none can."""
@@ -97,20 +172,19 @@ def tokens_for_tau(laws: Laws, tau: float, depths: list[int],
         raise Unreachable(
             f"the fitted law does not grow with tokens (b={b:.3g} <= 0): no budget reaches tau={tau}"
         )
-    limit = laws.max_tokens_measured * max_extrapolation
     rows, why = [], []
     for depth in depths:
         p = laws.params_at(depth)
         tokens = math.exp((tau - a - c * math.log(p)) / b)
-        if tokens > limit:
-            why.append(f"depth {depth}: needs {tokens:.3g} tokens, more than {max_extrapolation:g}x the largest "
-                       f"measured budget ({laws.max_tokens_measured:.3g})")  # fmt: skip
+        refusal = _too_far(laws, depth, tokens, max_extrapolation)
+        if refusal:
+            why.append(refusal)
             continue
         boot = laws.boot[laws.boot[:, 1] > 0]
         samples = np.exp((tau - boot[:, 0] - boot[:, 2] * math.log(p)) / boot[:, 1])
         rows.append({"depth": depth, "params": p, "tokens": tokens, "tokens_ci95": _interval(samples),
                      "train_flops": tokens * laws.flops_per_token(depth),
-                     "beyond_measured": tokens > laws.max_tokens_measured})  # fmt: skip
+                     "extrapolated": extrapolated(laws, tokens)})  # fmt: skip
     if not rows:
         raise Unreachable(f"tau={tau} is out of reach of the fitted law within its range: " + "; ".join(why))
     return sorted(rows, key=lambda r: r["train_flops"])
@@ -123,46 +197,68 @@ def _batch_row(laws: Laws, batch: int) -> dict[str, Any]:
     return min(laws.batch, key=lambda r: abs(math.log(r["batch_size"]) - math.log(batch)))
 
 
-def best_for_budget(laws: Laws, compute: float, batch: int, depths: list[int]) -> list[dict[str, Any]]:
-    """Every (depth, shape) at training compute `compute` (FLOPs) and serving batch `batch`, best first."""
-    row = _batch_row(laws, batch)
+def _shape_speedups(
+    laws: Laws, row: dict[str, Any], depth: int, tokens: float
+) -> list[tuple[str, float, float, np.ndarray]]:
+    """(shape, tau, speed-up, bootstrap speed-ups) of every costed shape measured at this batch row, for a
+    draft of `depth` trained on `tokens` (the module docstring's cost model)."""
     base_ms = row["baseline_step_ms"]
     p_ref = laws.params_at(row["depth"])
     ref_tau = (row["shapes"].get("tree") or {}).get("tau")
     if not ref_tau:
         raise ValueError(f"batch {row['batch_size']}: no default-tree tau measured to scale the shapes by")
+    p = laws.params_at(depth)
+    tau_law = laws.tau(tokens, p)
+    tau_boot = laws.tau(tokens, p, laws.boot.T)
     out = []
-    for depth in depths:
-        p = laws.params_at(depth)
-        tokens = compute / laws.flops_per_token(depth)
-        tau_law = laws.tau(tokens, p)
-        tau_boot = laws.tau(tokens, p, laws.boot.T)
-        for shape, m in row["shapes"].items():
-            if not (m.get("tau") and m.get("draft_ms") is not None and m.get("verify_ms") is not None):
-                continue
-            scale = m["tau"] / ref_tau
-            cost = m["draft_ms"] * p / p_ref + m["verify_ms"]
-            speed = np.maximum(tau_boot * scale, 1.0) * base_ms / cost
-            point = max(tau_law * scale, 1.0) * base_ms / cost
-            out.append({"depth": depth, "tokens": tokens, "shape": shape, "tau": max(tau_law * scale, 1.0),
-                        "speedup": point, "speedup_ci95": _interval(speed),
-                        "tokens_per_s": point * row["batch_size"] * 1e3 / base_ms,
-                        "measured_batch": row["batch_size"],
-                        "beyond_measured": tokens > laws.max_tokens_measured})  # fmt: skip
+    for shape, m in row["shapes"].items():
+        if not (m.get("tau") and m.get("draft_ms") is not None and m.get("verify_ms") is not None):
+            continue
+        scale = m["tau"] / ref_tau
+        cost = m["draft_ms"] * p / p_ref + m["verify_ms"]
+        tau = max(tau_law * scale, 1.0)
+        out.append((shape, tau, tau * base_ms / cost, np.maximum(tau_boot * scale, 1.0) * base_ms / cost))
+    return out
+
+
+def best_for_budget(laws: Laws, compute: float, batch: int, depths: list[int],
+                    max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION) -> list[dict[str, Any]]:  # fmt: skip
+    """Every (depth, shape) at training compute `compute` (FLOPs) and serving batch `batch`, best first."""
+    row = _batch_row(laws, batch)
+    out = []
+    for depth, _, tokens in _compute_budgets(laws, compute, depths, max_extrapolation):
+        for shape, tau, point, boot in _shape_speedups(laws, row, depth, tokens):
+            out.append({"depth": depth, "tokens": tokens, "shape": shape, "tau": tau,
+                        "speedup": point, "speedup_ci95": _interval(boot),
+                        "tokens_per_s": point * row["batch_size"] * 1e3 / row["baseline_step_ms"],
+                        "measured_batch": row["batch_size"], "extrapolated": extrapolated(laws, tokens),
+                        "outside_measured": outside_measured(laws, point)})  # fmt: skip
     if not out:
         raise ValueError(f"batch {row['batch_size']}: no decoding shape with measured tau and costs")
     return sorted(out, key=lambda r: -r["tokens_per_s"])
 
 
-def tau_for_compute(laws: Laws, compute: float, depths: list[int]) -> list[dict[str, Any]]:
+def chain_speedups(laws: Laws, depth: int, tokens: float) -> dict[int, dict[int, float]]:
+    """batch size -> {k: predicted speed-up of a chain of k drafted tokens} for a draft of `depth` trained on
+    `tokens`, at every measured batch size whose shapes include chains ("chain-k<k>", vLLM's batch axis):
+    what eval.laws.schedule fits the batch law to."""
+    out: dict[int, dict[int, float]] = {}
+    for row in laws.batch:
+        ks = {int(s.removeprefix(CHAIN)): sp for s, _, sp, _ in _shape_speedups(laws, row, depth, tokens)
+              if s.startswith(CHAIN) and s.removeprefix(CHAIN).isdigit()}  # fmt: skip
+        if ks:
+            out[int(row["batch_size"])] = ks
+    return out
+
+
+def tau_for_compute(laws: Laws, compute: float, depths: list[int],
+                    max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION) -> list[dict[str, Any]]:  # fmt: skip
     """Every depth at training compute `compute` (FLOPs): its tokens and predicted tau, highest tau first."""
     rows = []
-    for depth in depths:
-        p = laws.params_at(depth)
-        tokens = compute / laws.flops_per_token(depth)
+    for depth, p, tokens in _compute_budgets(laws, compute, depths, max_extrapolation):
         rows.append({"depth": depth, "params": p, "tokens": tokens, "tau": float(laws.tau(tokens, p)),
                      "tau_ci95": _interval(laws.tau(tokens, p, laws.boot.T)),
-                     "beyond_measured": tokens > laws.max_tokens_measured})  # fmt: skip
+                     "extrapolated": extrapolated(laws, tokens)})  # fmt: skip
     return sorted(rows, key=lambda r: -r["tau"])
 
 
@@ -193,6 +289,9 @@ def transfer(laws: Laws, grid: Grid) -> Laws:
     coef[0] += coef[1] * ln_t + coef[2] * ln_p
     boot = laws.boot.copy()
     boot[:, 0] += boot[:, 1] * ln_t + boot[:, 2] * ln_p
+    # max_tokens_measured becomes the anchor (what --max-extrapolation counts from on this grid);
+    # transferred_from keeps where the measurements were, so that every budget here is flagged.
+    source = laws.transferred_from or f"a sweep measured up to {laws.max_tokens_measured:.3g} tokens"
     return Laws(coef=coef, boot=boot, capacity=dict(grid.capacity), target_params=grid.target_params,
                 ttt_steps=grid.ttt_steps, max_tau=laws.max_tau, max_tokens_measured=grid.max_tokens, batch=[],
-                tokens_depth=grid.tokens_depth)  # fmt: skip
+                tokens_depth=grid.tokens_depth, transferred_from=source)  # fmt: skip
