@@ -30,8 +30,11 @@ from tests.engine_heads import ARCHS, CACHE, MIN_ACCEPTANCE, qwen2_four_layers, 
 from tests.vllm_mutations import ORIGINAL, mutation_check, table
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-# Not yet in CI's engine step: its first full run hit a 1,800 s limit on loaded cores, and its head training adds minutes there.
-# DRAFTFORGE_ENGINE_NEW=1 runs it (issue notes: the run that admits it to CI).
+# Not in CI's engine step, run by DRAFTFORGE_ENGINE_NEW=1: (1) cost: 908 s for tiny-llama with a cold head cache
+# on loaded cores (2026-12-06), which CI's clean clone always has; (2) one open failure: on tiny-llama, Medusa's
+# counts differ from vLLM's on one prompt (qa/.../design/000: vLLM 11 drafts, 4 accepted; ours 10, 5) while
+# outputs are equal and every other architecture and prompt matches; our head-0 margins at each step are >= 9e-4,
+# so a floating-point tie does not explain it. Everything else passed on both targets.
 PROVEN_ENV = "DRAFTFORGE_ENGINE_NEW"
 pytestmark = [
     pytest.mark.skipif(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.engine import Engine
 from eval.prompts import load_prompts
@@ -33,17 +34,10 @@ from train.export_formats.common import Target
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-# Not yet in CI's engine step: it passed as a script, not yet as this test file, and its head training adds minutes there.
-# DRAFTFORGE_ENGINE_NEW=1 runs it (issue notes: the run that admits it to CI).
-PROVEN_ENV = "DRAFTFORGE_ENGINE_NEW"
 pytestmark = [
     pytest.mark.skipif(
         not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
         reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md; .ci/run builds it)",
-    ),
-    pytest.mark.skipif(
-        os.environ.get(PROVEN_ENV) != "1",
-        reason=f"new engine test not yet admitted to CI: set {PROVEN_ENV}=1 to run it",
     ),
 ]
 NEW_TOKENS = 16
@@ -65,7 +59,9 @@ def our_records(target: FrozenTarget, head: DFlashHead, prompts: list[list[int]]
     settings = DraftSettings(mode=CHAIN, draft_length=k)
     out = []
     for p in prompts:  # batch 1, as vLLM's per-prompt counters are read
-        row = Engine(target, DFlashDrafter(head, target), settings, {0}).generate([p], NEW_TOKENS).rows[0]
+        # stop where the target's generation config stops (<|im_end|> and <|endoftext|>), as vLLM does
+        eos = eos_token_ids(target.model, target.tokenizer)
+        row = Engine(target, DFlashDrafter(head, target), settings, eos).generate([p], NEW_TOKENS).rows[0]
         out.append({"output_token_ids": row.tokens, "accepted_lengths": row.accepted})
     return out
 

@@ -53,7 +53,7 @@ K = 3  # draft tokens per step in every run
 DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
 # eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
 ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
-# Served by vLLM but checked in their own engine test file (not yet admitted to CI: DRAFTFORGE_ENGINE_NEW=1).
+# Served by vLLM but checked in their own engine test file (a head trained so that its drafts are accepted).
 OWN_ENGINE_TEST = {"dflash": "tests/test_vllm_dflash.py"}
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
 EXPORT_REFUSED = {("tiny-qwen2", a): "repeat a layer" for a in ("eagle3", "eagle3-defaults", "scylla")}

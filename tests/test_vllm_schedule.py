@@ -2,8 +2,7 @@
 to the k our schedule means at every batch size, and it serves a tiny export with it, losslessly, drafting
 the scheduled k (its own counters) at batch 1 and fewer at batch 8.
 
-Skipped, saying why, without a vLLM python (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py is, and until
-admitted to CI (DRAFTFORGE_ENGINE_NEW=1). Two vLLM builds (the target alone and the schedule) on 8 prompts x 8
+Skipped, saying why, without a vLLM python (DRAFTFORGE_VLLM_PYTHON), as tests/test_vllm_engine.py is. Two vLLM builds (the target alone and the schedule) on 8 prompts x 8
 new tokens.
 """
 
@@ -29,17 +28,10 @@ from tests.test_vllm_engine import our_export
 from train.modeling.target import FrozenTarget
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-# Not yet in CI's engine step (two vLLM builds, ~2 min on 2 loaded cores): DRAFTFORGE_ENGINE_NEW=1 runs it
-# (issue notes: the run that admits it to CI), as tests/test_vllm_dflash.py.
-PROVEN_ENV = "DRAFTFORGE_ENGINE_NEW"
 pytestmark = [
     pytest.mark.skipif(
         not (VLLM_PYTHON and Path(VLLM_PYTHON).is_file()),
         reason=f"no vLLM environment: set {ENV_VAR} to its python (docs/serving.md 'Serving engines (vLLM)'; .ci/run builds it)",
-    ),
-    pytest.mark.skipif(
-        os.environ.get(PROVEN_ENV) != "1",
-        reason=f"new engine test not yet admitted to CI: set {PROVEN_ENV}=1 to run it",
     ),
 ]
 MAX_BATCH = 8
