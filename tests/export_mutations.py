@@ -42,12 +42,15 @@ RULES: tuple[tuple[str, str], ...] = (
 
 
 def group_of(name: str) -> str:
+    """A bias is its own group ("<label> bias"): an engine may build the layer without one and drop the tensor
+    while reading the weight (vLLM 0.32's Medusa did, unless the config says `medusa_fc_bias`)."""
     stem = re.sub(r"\.(weight|bias)$", "", name)
+    suffix = " bias" if name.endswith(".bias") else ""
     for pattern, label in RULES:
         m = re.fullmatch(pattern, stem)
         if m:
-            return m.expand(label)
-    return stem  # an unknown tensor is its own group: it is still perturbed and reported
+            return m.expand(label) + suffix
+    return stem + suffix  # an unknown tensor is its own group: it is still perturbed and reported
 
 
 def groups(export: Path) -> dict[str, list[str]]:
@@ -70,6 +73,8 @@ def perturb(name: str, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     if "norm" in name:
         return t * (1 + 0.5 * torch.randn(t.shape, generator=gen))
     scale = t.float().std() if t.numel() > 1 and t.float().std() > 0 else t.float().abs().mean() + 0.02
+    if name.endswith(".bias"):  # biases start at zero and stay small: noise on the scale of the activations
+        scale = max(float(scale), 0.3)
     return t + NOISE * scale * torch.randn(t.shape, generator=gen)
 
 

@@ -30,11 +30,9 @@ from tests.engine_heads import ARCHS, CACHE, MIN_ACCEPTANCE, qwen2_four_layers, 
 from tests.vllm_mutations import ORIGINAL, mutation_check, table
 
 VLLM_PYTHON = os.environ.get(ENV_VAR, "")
-# Not in CI's engine step, run by DRAFTFORGE_ENGINE_NEW=1: (1) cost: 908 s for tiny-llama with a cold head cache
-# on loaded cores (2026-12-06), which CI's clean clone always has; (2) one open failure: on tiny-llama, Medusa's
-# counts differ from vLLM's on one prompt (qa/.../design/000: vLLM 11 drafts, 4 accepted; ours 10, 5) while
-# outputs are equal and every other architecture and prompt matches; our head-0 margins at each step are >= 9e-4,
-# so a floating-point tie does not explain it. Everything else passed on both targets.
+# Not in CI's engine step, run by DRAFTFORGE_ENGINE_NEW=1: 908 s for tiny-llama with a cold head cache on loaded
+# cores (2026-12-06), and CI's clean clone always starts cold. Its first full run found that vLLM dropped our
+# Medusa biases (medusa_fc_bias, fixed in train/drafts/medusa/export.py).
 PROVEN_ENV = "DRAFTFORGE_ENGINE_NEW"
 pytestmark = [
     pytest.mark.skipif(
@@ -55,7 +53,7 @@ CI_GROUPS = {
     "eagle3": ["layer 0 hidden_norm", "d2t"],
     "scylla": ["layer 1 mlp"],  # the second decoder layer
     "eagle": ["layer 0 mlp"],
-    "medusa": ["medusa head 1 block 0"],
+    "medusa": ["medusa head 1 block 0", "medusa head 0 block 0 bias"],  # the bias vLLM once dropped
     "dense": ["layer 1 attn q"],
 }
 

@@ -61,6 +61,9 @@ def export(head: nn.Module, meta: dict, out: Path, target: Target, dtype: str) -
         {
             "medusa_num_heads": cfg.num_heads,
             "medusa_num_layers": n_layers,
+            # Our blocks' linears are biased (as Medusa's own ResBlock); vLLM builds them without a bias unless
+            # this key says so, and then drops the bias tensors without a word (models/medusa.py, 0.32).
+            "medusa_fc_bias": True,
             "base_model_name_or_path": target.path,
             "version": "2",
             "hidden_size": cfg.hidden_size,
