@@ -160,8 +160,9 @@ def our_engine(draft: Path, target: FrozenTarget, out: Path, temperature: float 
 
 @pytest.mark.parametrize("target_dir", [TINY_LLAMA, TINY_QWEN2], ids=["tiny-llama", "tiny-qwen2"])
 def test_every_architecture_in_vllm_equals_our_chain_engine(target_dir: Path, tmp_path: Path) -> None:
-    """The tiny targets with the pass-through heads (weak: they accept almost nothing, so equal counts say
-    little; tests/test_vllm_accepting_heads.py, with trained heads, replaces this once admitted to CI)."""
+    """The tiny targets with the pass-through heads (weak alone: they accept almost nothing, so equal counts say
+    little; tests/test_vllm_accepting_heads.py checks trained heads). Kept for what that test does not cover:
+    speculators' default EAGLE-3 layout (eagle3-defaults) and the 3-layer tiny-qwen2 refusals."""
     compare_every_architecture(target_dir, tmp_path, fitted=True)
 
 
