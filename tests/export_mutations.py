@@ -53,11 +53,21 @@ def group_of(name: str) -> str:
     return stem + suffix  # an unknown tensor is its own group: it is still perturbed and reported
 
 
+TIED = "embedding = lm_head (tied)"
+
+
 def groups(export: Path) -> dict[str, list[str]]:
-    """Group label -> tensor names, in the file's order."""
+    """Group label -> tensor names, in the file's order. A tied embedding and LM head (one parameter written
+    under both names, equal tensors) are one group: perturbing one name alone writes a file no export writes,
+    which each loader resolves its own way (one keeps the embedding's copy, the other the LM head's)."""
+    tensors = load_file(str(export / WEIGHTS))
+    embed = [n for n in tensors if group_of(n) == "embedding"]
+    head = [n for n in tensors if group_of(n) == "lm_head"]
+    tied = len(embed) == len(head) == 1 and torch.equal(tensors[embed[0]], tensors[head[0]])
     out: dict[str, list[str]] = {}
-    for name in load_file(str(export / WEIGHTS)):
-        out.setdefault(group_of(name), []).append(name)
+    for name in tensors:
+        label = TIED if tied and name in (*embed, *head) else group_of(name)
+        out.setdefault(label, []).append(name)
     return out
 
 
@@ -83,8 +93,13 @@ def perturbed_copy(export: Path, group: str, out: Path) -> Path:
     tensors = load_file(str(export / WEIGHTS))
     names = groups(export)[group]
     gen = torch.Generator().manual_seed(zlib.crc32(group.encode()))
+    first = None
     for name in names:
+        if group == TIED and first is not None:
+            tensors[name] = tensors[first].clone()  # still one parameter: the same perturbed values
+            continue
         tensors[name] = perturb(name, tensors[name], gen).to(tensors[name].dtype).contiguous()
+        first = name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cfg = json.loads((export / "config.json").read_text())
