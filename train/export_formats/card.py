@@ -14,10 +14,13 @@ VLLM_OFFLINE_NOTE = (
 )
 
 
-def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[str]:
+def vllm_commands(
+    target_path: str, out: Path, method: str, steps: int, extra: dict[str, Any] | None = None
+) -> list[str]:
     """The vLLM serve command and an offline one-liner with the same speculative config. "method" is always
-    written: without it vLLM picks draft_model for any folder whose path lacks "eagle3" and crashes."""
-    spec = json.dumps({"method": method, "model": str(out), "num_speculative_tokens": steps})
+    written: without it vLLM picks draft_model for any folder whose path lacks "eagle3" and crashes.
+    extra: further speculative-config keys the algorithm is served with (SPEC.serve_options)."""
+    spec = json.dumps({"method": method, "model": str(out), "num_speculative_tokens": steps, **(extra or {})})
     target = str(Path(target_path).resolve())
     return [
         "```bash",
