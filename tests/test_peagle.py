@@ -159,7 +159,9 @@ def test_export_refuses_what_vllm_would_misread(
 ) -> None:
     head: torch.nn.Module = random_head(target)
     if make == "eagle3":
-        base = {k: v for k, v in head.config.to_dict().items() if k not in ("mask_token_id", "parallel_tokens")}
+        base = {
+            k: v for k, v in head.config.to_dict().items() if k not in ("mask_token_id", "parallel_tokens")
+        }
         head = Eagle3Head(Eagle3HeadConfig(**base))
     elif make == "k1":
         head.config.parallel_tokens = 1
