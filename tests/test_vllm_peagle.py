@@ -86,6 +86,17 @@ def test_peagle_in_vllm_equals_our_engine(trained: tuple) -> None:
     # 2 is drafted from the mask slot only (parallel drafting), so equal counts there pin its inputs
     per_pos = c["num_accepted_tokens_per_pos"]
     assert c["num_accepted_tokens"] > 0 and per_pos[1] > 0, c
+    # The comparison can see a wrong mask-slot input: had the slots read another token, our counts would differ
+    # (measured: 13 -> 14 accepted, position 2: 2 -> 3). mask_hidden is not pinned this way: zeroing it
+    # changes none of this head's accepted drafts (tests/test_peagle.py pins it against the training forward).
+    mask_id = head.config.mask_token_id
+    try:
+        head.config.mask_token_id = mask_id + 5
+        other = our_records(target, head, prompts, K)
+    finally:
+        head.config.mask_token_id = mask_id
+    want = compare.our_counts([r["accepted_lengths"] for r in ours], K)
+    assert compare.our_counts([r["accepted_lengths"] for r in other], K) != want
 
 
 def test_peagle_card_command_runs_as_printed(trained: tuple, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from train.drafts.eagle3.build import build as build_eagle3
@@ -53,4 +54,16 @@ def build(cfg: PEagleConfig, target: FrozenTarget, ctx: BuildContext) -> PEagleH
     missing, unexpected = head.load_state_dict(base.state_dict(), strict=False)
     if list(missing) != ["mask_hidden"] or unexpected:  # the EAGLE-3 weights, all of them, and nothing else
         raise RuntimeError(f"P-EAGLE build: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        head.mask_hidden.copy_(mask_hidden_start(target, head))
     return head
+
+
+@torch.no_grad()
+def mask_hidden_start(target: FrozenTarget, head: PEagleHead) -> torch.Tensor:
+    """The target's fused layers at the mask token read alone: a real feature, of the scale the slot's
+    residual and fc expect. Why not small noise: the tiny targets' features have an RMS near 6, so a 0.02
+    start leaves a mask slot's residual empty and its input a direction the head never learns to use."""
+    ids = torch.tensor([[head.config.mask_token_id]], device=target.device)
+    feats = target.features(ids, layers=tuple(head.config.feature_layers)).layers
+    return feats[0, 0].float()
