@@ -37,6 +37,7 @@ from train.drafts.eagle.head import EagleHead, EagleHeadConfig
 from train.drafts.eagle3.head import Eagle3Head, Eagle3HeadConfig
 from train.drafts.io import save_draft
 from train.drafts.medusa.head import MedusaHeadConfig, MedusaHeads
+from train.drafts.peagle.head import PEagleHead, PEagleHeadConfig
 from train.drafts.registry import SPECS, algorithms
 from train.export import export_draft
 from train.export_formats.card import VLLM_OFFLINE_NOTE
@@ -54,7 +55,7 @@ DIALOGUES = REPO / "data" / "embedded" / "corpus" / "dialogues_train.jsonl.gz"
 # eagle3-defaults: speculators 0.9.0's default EAGLE-3 layout (norm_before_residual, norm_before_fc)
 ARCHS = ("eagle3", "eagle3-defaults", "scylla", "eagle", "medusa", "dense")
 # Served by vLLM but checked in their own engine test file (a head trained so that its drafts are accepted).
-OWN_ENGINE_TEST = {"dflash": "tests/test_vllm_dflash.py"}
+OWN_ENGINE_TEST = {"dflash": "tests/test_vllm_dflash.py", "peagle": "tests/test_vllm_peagle.py"}
 # A 3-layer target has 2 layers the engines can capture (hidden_states[1..L-1]); EAGLE-3 fuses 3 distinct ones.
 EXPORT_REFUSED = {("tiny-qwen2", a): "repeat a layer" for a in ("eagle3", "eagle3-defaults", "scylla")}
 FAMILY_SHAPES = ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")  # the two families the recipes target
@@ -136,6 +137,12 @@ def early_exit_head(arch: str, target: FrozenTarget) -> torch.nn.Module:
         for p in heads.parameters():
             p.zero_()  # each block is the identity: every head proposes the target's own next token
         return heads.eval()
+    if arch == "peagle":  # early-exit EAGLE-3 drafting K in parallel; tests/test_vllm_peagle.py: trained
+        base = early_exit_head("eagle3", target)
+        head = PEagleHead(PEagleHeadConfig(**{**base.config.to_dict(), "architecture": "peagle"},
+                                           mask_token_id=0, parallel_tokens=K))  # fmt: skip
+        head.load_state_dict({**base.state_dict(), "mask_hidden": head.mask_hidden.detach()})
+        return head.eval()
     if arch == "dflash":  # seeded random weights, 2 layers; tests/test_vllm_dflash.py serves a trained head
         return build_head(target, num_layers=2, block_size=K + 1, intermediate_size=64).eval()
     return DenseDraft.from_pretrained(target.name_or_path, lm.shape[0]).eval()  # the target as its own draft

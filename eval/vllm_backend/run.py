@@ -64,6 +64,10 @@ def evaluate_vllm(cfg: EvalConfig) -> dict[str, Any]:
     target_path = str(Path(cfg.target.name_or_path).resolve())
     ours_path, served, method = prepare(cfg.draft_path, target_path, out)
     k = cfg.draft_length
+    # method plus the algorithm's further switches (P-EAGLE: parallel_drafting), from its spec
+    spec_cfg = spec_for(
+        read_json(Path(ours_path) / "config.json")["head"]["architecture"]
+    ).speculative_config(ENGINE, served, k)
     ours_cfg = dataclasses.replace(
         cfg, mode="chain", draft_path=ours_path, output_dir=str(out / "draftforge")
     )
@@ -78,8 +82,7 @@ def evaluate_vllm(cfg: EvalConfig) -> dict[str, Any]:
         "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
         "seed": cfg.seed,
         "runs": [{"name": "plain", "speculative_config": None},
-                 {"name": "spec", "speculative_config": {"method": method, "model": served,
-                                                         "num_speculative_tokens": k}}],
+                 {"name": "spec", "speculative_config": spec_cfg}],
     }  # fmt: skip
     if cfg.temperature > 0:
         # vLLM's default proposes the draft's argmax (accepted with probability p_target); our engine, like

@@ -54,6 +54,9 @@ class DraftSpec:
     formats: tuple[ModuleType, ...] = ()
     # serving engine -> (format it loads the draft from, the engine's speculative method name)
     serve: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # serving engine -> further keys of its speculative config beside the method, e.g. P-EAGLE's
+    # {"parallel_drafting": True} (vLLM serves it as "eagle3" with that switch on).
+    serve_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # A checkpoint this algorithm drafts with as it is, not one of our exports (a plain HF causal LM folder):
     # (folder, target) -> drafter. At most one algorithm declares it; eval's load_drafter asks it.
     load_plain: Callable[[str, FrozenTarget], Drafter] | None = None
@@ -63,6 +66,8 @@ class DraftSpec:
     def __post_init__(self) -> None:
         if not is_dataclass(self.config) or "name" not in {f.name for f in fields(self.config)}:
             raise TypeError(f"draft spec {self.name!r}: config must be a dataclass with a `name` field")
+        if set(self.serve_options) - set(self.serve):
+            raise TypeError(f"draft spec {self.name!r}: serve_options for engines it does not serve")
         names = {f.name for f in fields(self.config)}
         for alias, values in self.aliases.items():
             unknown = set(values) - names
@@ -70,6 +75,12 @@ class DraftSpec:
                 raise TypeError(
                     f"draft alias {alias!r}: {sorted(unknown)} are not {self.config.__name__} fields"
                 )
+
+    def speculative_config(self, engine: str, model: str, num_tokens: int) -> dict[str, Any]:
+        """The engine's speculative config for a folder in this algorithm's served format (serve[engine])."""
+        _, method = self.serve[engine]
+        return {"method": method, "model": model, "num_speculative_tokens": num_tokens,
+                **self.serve_options.get(engine, {})}  # fmt: skip
 
     def default_config(self, name: str | None = None) -> Any:
         """The config of `name` (this spec or one of its aliases) with nothing overridden."""

@@ -14,10 +14,16 @@ VLLM_OFFLINE_NOTE = (
 )
 
 
-def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[str]:
+def vllm_commands(
+    target_path: str, out: Path, method: str, steps: int, extra: dict[str, Any] | None = None
+) -> list[str]:
     """The vLLM serve command and an offline one-liner with the same speculative config. "method" is always
-    written: without it vLLM picks draft_model for any folder whose path lacks "eagle3" and crashes."""
-    spec = json.dumps({"method": method, "model": str(out), "num_speculative_tokens": steps})
+    written: without it vLLM picks draft_model for any folder whose path lacks "eagle3" and crashes.
+    extra: further speculative-config keys the algorithm is served with (SPEC.serve_options)."""
+    config = {"method": method, "model": str(out), "num_speculative_tokens": steps, **(extra or {})}
+    spec = json.dumps(config)
+    # The offline line is Python, where JSON's true/false are not names: the same dict as a Python literal.
+    literal = "{" + ", ".join(f"{json.dumps(k)}: {py_value(v)}" for k, v in config.items()) + "}"
     target = str(Path(target_path).resolve())
     return [
         "```bash",
@@ -26,10 +32,16 @@ def vllm_commands(target_path: str, out: Path, method: str, steps: int) -> list[
         VLLM_OFFLINE_NOTE,
         "```bash",
         "python -c 'from vllm import LLM, SamplingParams; "
-        f'llm = LLM(model="{target}", max_model_len=512, enforce_eager=True, speculative_config={spec}); '
+        f'llm = LLM(model="{target}", max_model_len=512, enforce_eager=True, speculative_config={literal}); '
         'print(llm.generate(["Hello"], SamplingParams(max_tokens=8))[0].outputs[0].text)\'',
         "```",
     ]
+
+
+def py_value(v: Any) -> str:
+    """A JSON scalar as Python source: booleans and null by their Python names, the rest as JSON writes them
+    (double-quoted strings, which the card's single-quoted shell line keeps intact)."""
+    return repr(v) if v is None or isinstance(v, bool) else json.dumps(v)
 
 
 def find_tau(draft_dir: Path | None, meta: dict) -> tuple[float | None, str]:

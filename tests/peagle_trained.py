@@ -1,0 +1,72 @@
+"""A P-EAGLE head trained briefly against a real target, for tests that need drafts accepted at a real rate:
+the real build (reduced draft vocabulary counted from the rows) and objective on the shipped Python-docs
+corpus, a plain torch loop (the DeepSpeed loop is tested by the training tests), seeded, so every call with
+the same arguments makes the same head."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from tests.conftest import EMBEDDED
+from train.drafts.peagle.build import build
+from train.drafts.peagle.config import PEagleConfig
+from train.drafts.peagle.head import PEagleHead
+from train.drafts.peagle.objective import PEagleObjective
+from train.drafts.spec import BuildContext
+from train.modeling.target import FrozenTarget, TargetFeatures
+from train.settings import StageConfig
+
+PYDOCS = EMBEDDED / "corpus" / "pydocs_train.jsonl.gz"
+
+
+def train_head(
+    target: FrozenTarget,
+    steps: int = 100,
+    k: int = 3,
+    seq_len: int = 64,
+    batch: int = 4,
+    seed: int = 0,
+    n_rows: int = 64,
+    lr: float = 3e-3,
+    draft_vocab_size: int = 1024,
+) -> tuple[PEagleHead, dict]:
+    torch.manual_seed(seed)
+    tok = target.tokenizer
+    docs = [json.loads(line)["text"] for _, line in zip(range(60), gzip.open(PYDOCS, "rt"), strict=False)]
+    ids = torch.tensor([i for d in docs for i in tok(d[:4000], add_special_tokens=False).input_ids])
+    rows = ids[: (len(ids) // seq_len) * seq_len].view(-1, seq_len)[:n_rows]
+    cfg = PEagleConfig(ttt_steps=k, draft_vocab_size=draft_vocab_size)
+    counts = np.bincount(rows.flatten().numpy(), minlength=target.vocab_size)
+    with tempfile.TemporaryDirectory() as out:
+        head = build(cfg, target, BuildContext(output_dir=Path(out), token_counts=lambda: counts))
+    layers = tuple(head.config.feature_layers)
+    # The target is frozen: its features for the fixed rows are computed once (the expensive part here).
+    feats = [target.features(r, layers=layers) for r in rows.split(batch)]
+    fused, logits = torch.cat([f.layers for f in feats]), torch.cat([f.logits for f in feats])
+    obj = PEagleObjective(SimpleNamespace(stage=StageConfig(), draft=cfg))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    t0, last = time.perf_counter(), {}
+    for step in range(steps):
+        pick = torch.randint(len(rows), (batch,), generator=gen)
+        x, f = rows[pick], TargetFeatures(hidden=logits[pick], logits=logits[pick], layers=fused[pick])
+        out = obj(head, target, x, f, torch.ones_like(x), training=True)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if step >= steps - 10:
+            for key, v in out.stats.items():
+                last[key] = last.get(key, 0.0) + float(v)
+    info = {
+        f"slot{j + 1}_top1": last[f"step{j}/top1_agreement_sum"] / last[f"step{j}/count"] for j in range(k)
+    }
+    info["train_s"] = time.perf_counter() - t0
+    return head.eval(), info
