@@ -51,7 +51,7 @@ def test_the_switch_is_a_setting_of_eagle3_and_scylla_only() -> None:
     has = {
         name for name, spec in SPECS.items() if "self_attend_init" in {f.name for f in fields(spec.config)}
     }
-    assert has == {"eagle3", "scylla"}
+    assert has == {"eagle3", "scylla", "peagle"}  # peagle's config extends EAGLE-3's: the same layer 0
 
 
 @pytest.mark.parametrize("draft", ["eagle3", "scylla"])
