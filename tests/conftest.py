@@ -101,9 +101,9 @@ SHARED_GROUPS = {"test_vllm_": "vllm-engine", "test_laws_batch_vllm": "vllm-engi
 SLOWEST_FIRST = (  # measured 2026-12-06 (--durations), slowest first
     "test_own_target_recipe", "test_resilience_elastic", "test_resilience_guards", "test_slurm_launch",
     "test_resilience_resume", "test_train_distributed", "test_add_an_algorithm", "test_peagle_docs",
-    "test_sweep_multirun",
-    "test_elastic_docs", "test_pipeline", "test_bad_input", "test_eval_lossless", "test_data_packing",
-    "test_family_shapes", "test_ci_script", "test_eval_budget", "test_data_regenerate", "test_data_cache",
+    "test_sweep_multirun", "test_elastic_docs", "test_pipeline", "test_bad_input", "test_eval_lossless",
+    "test_data_packing", "test_family_shapes", "test_ci_script", "test_eval_budget", "test_data_regenerate",
+    "test_data_cache",
 )  # fmt: skip
 
 
