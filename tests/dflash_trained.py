@@ -4,22 +4,18 @@ the training tests), seeded, so every call with the same arguments makes the sam
 
 from __future__ import annotations
 
-import gzip
-import json
 import time
 from types import SimpleNamespace
 
 import torch
 
-from tests.conftest import EMBEDDED
+from tests.fixed_rows import pydocs_rows
 from train.drafts.dflash.build import build_head
 from train.drafts.dflash.config import DFlashConfig
 from train.drafts.dflash.head import DFlashHead
 from train.drafts.dflash.objective import DFlashObjective
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.settings import StageConfig
-
-PYDOCS = EMBEDDED / "corpus" / "pydocs_train.jsonl.gz"
 
 
 def train_head(
@@ -38,9 +34,7 @@ def train_head(
     head = build_head(target, num_layers=num_layers, block_size=block_size)
     layers = tuple(head.config.feature_layers)
     tok = target.tokenizer
-    docs = [json.loads(line)["text"] for _, line in zip(range(60), gzip.open(PYDOCS, "rt"), strict=False)]
-    ids = torch.tensor([i for d in docs for i in tok(d[:4000], add_special_tokens=False).input_ids])
-    rows = ids[: (len(ids) // seq_len) * seq_len].view(-1, seq_len)[:n_rows]
+    rows = pydocs_rows(tok, seq_len, n_rows)
     # The target is frozen: its features for the fixed rows are computed once (the expensive part here).
     feats = [target.features(r, layers=layers) for r in rows.split(batch)]
     fused, logits = torch.cat([f.layers for f in feats]), torch.cat([f.logits for f in feats])

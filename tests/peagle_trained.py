@@ -5,8 +5,6 @@ the same arguments makes the same head."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from tests.conftest import EMBEDDED
+from tests.fixed_rows import pydocs_rows
 from train.drafts.peagle.build import build
 from train.drafts.peagle.config import PEagleConfig
 from train.drafts.peagle.head import PEagleHead
@@ -23,8 +21,6 @@ from train.drafts.peagle.objective import PEagleObjective
 from train.drafts.spec import BuildContext
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.settings import StageConfig
-
-PYDOCS = EMBEDDED / "corpus" / "pydocs_train.jsonl.gz"
 
 
 def train_head(
@@ -40,9 +36,7 @@ def train_head(
 ) -> tuple[PEagleHead, dict]:
     torch.manual_seed(seed)
     tok = target.tokenizer
-    docs = [json.loads(line)["text"] for _, line in zip(range(60), gzip.open(PYDOCS, "rt"), strict=False)]
-    ids = torch.tensor([i for d in docs for i in tok(d[:4000], add_special_tokens=False).input_ids])
-    rows = ids[: (len(ids) // seq_len) * seq_len].view(-1, seq_len)[:n_rows]
+    rows = pydocs_rows(tok, seq_len, n_rows)
     cfg = PEagleConfig(ttt_steps=k, draft_vocab_size=draft_vocab_size)
     counts = np.bincount(rows.flatten().numpy(), minlength=target.vocab_size)
     with tempfile.TemporaryDirectory() as out:

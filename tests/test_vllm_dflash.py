@@ -9,7 +9,6 @@ the check that each one loaded. Skipped, saying why, without DRAFTFORGE_VLLM_PYT
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -21,10 +20,10 @@ from data.target_io import eos_token_ids
 from eval.config import PromptsConfig
 from eval.engine import Engine
 from eval.prompts import load_prompts
-from eval.vllm_backend import compare
-from eval.vllm_backend.runner import ENV_VAR, run_vllm, worker_env
+from eval.vllm_backend.runner import ENV_VAR, worker_env
 from tests.conftest import TINY_LLAMA
 from tests.dflash_trained import train_head
+from tests.vllm_greedy import vllm_counts_equal_ours
 from train.decoding.drafter import CHAIN, DraftSettings
 from train.drafts.dflash import export_vllm as fmt
 from train.drafts.dflash.drafter import DFlashDrafter
@@ -73,15 +72,7 @@ def test_dflash_in_vllm_equals_our_engine(trained: tuple) -> None:
     prompts, ids = [p.input_ids for p in ps], [p.id for p in ps]
     ours = our_records(target, head, prompts, k)
     spec = {"method": "dflash", "model": str(served), "num_speculative_tokens": k}
-    job = {"target": str(TINY_LLAMA.resolve()), "prompts": prompts, "batch_sizes": [1], "max_new_tokens": NEW_TOKENS,
-           "temperature": 0.0, "top_p": 1.0, "seed": 0,
-           "runs": [{"name": "plain", "speculative_config": None}, {"name": "spec", "speculative_config": spec}]}  # fmt: skip
-    result = run_vllm(VLLM_PYTHON, job, timeout_s=1200)["runs"]
-    assert "error" not in result["spec"], result["spec"]
-    checks = compare.Checks()
-    compare.check_greedy(ids, {1: ours}, result, k, checks)
-    assert not checks.failures, json.dumps(checks.failures, indent=1)
-    c = result["spec"]["by_bs"]["1"]["counters"]
+    c = vllm_counts_equal_ours(VLLM_PYTHON, TINY_LLAMA, ids, prompts, ours, spec, k, NEW_TOKENS)
     # counts that equal ours must not be 0 = 0: the trained head's drafts are accepted (a small share: 150
     # steps on 4k tokens, what this CPU affords per test session; docs/dflash.md has the numbers)
     assert c["num_accepted_tokens"] > 0 and c["num_draft_tokens"] > 0, c

@@ -11,7 +11,6 @@ DRAFTFORGE_VLLM_PYTHON.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -23,9 +22,10 @@ from eval.config import PromptsConfig
 from eval.engine import Engine
 from eval.prompts import load_prompts
 from eval.vllm_backend import compare
-from eval.vllm_backend.runner import ENV_VAR, run_vllm, worker_env
+from eval.vllm_backend.runner import ENV_VAR, worker_env
 from tests.conftest import TINY_LLAMA
 from tests.peagle_trained import train_head
+from tests.vllm_greedy import vllm_counts_equal_ours
 from train.decoding.drafter import CHAIN, DraftSettings
 from train.drafts.peagle import SPEC
 from train.drafts.peagle import export_speculators as fmt
@@ -73,15 +73,7 @@ def test_peagle_in_vllm_equals_our_engine(trained: tuple) -> None:
     ours = our_records(target, head, prompts, K)
     spec = SPEC.speculative_config("vllm", str(served), K)
     assert spec["method"] == "eagle3" and spec["parallel_drafting"] is True
-    job = {"target": str(TINY_LLAMA.resolve()), "prompts": prompts, "batch_sizes": [1], "max_new_tokens": NEW_TOKENS,
-           "temperature": 0.0, "top_p": 1.0, "seed": 0,
-           "runs": [{"name": "plain", "speculative_config": None}, {"name": "spec", "speculative_config": spec}]}  # fmt: skip
-    result = run_vllm(VLLM_PYTHON, job, timeout_s=1200)["runs"]
-    assert "error" not in result["spec"], result["spec"]
-    checks = compare.Checks()
-    compare.check_greedy(ids, {1: ours}, result, K, checks)
-    assert not checks.failures, json.dumps(checks.failures, indent=1)
-    c = result["spec"]["by_bs"]["1"]["counters"]
+    c = vllm_counts_equal_ours(VLLM_PYTHON, TINY_LLAMA, ids, prompts, ours, spec, K, NEW_TOKENS)
     # counts that equal ours must not be 0 = 0, and a mask slot's draft must be accepted somewhere: position
     # 2 is drafted from the mask slot only (parallel drafting), so equal counts there pin its inputs
     per_pos = c["num_accepted_tokens_per_pos"]
