@@ -83,6 +83,9 @@ def _slurm_says() -> str:
         "squeue: " + (_run("squeue", "-h", "-o", "%i %T %r %j") or "(empty)"),
         "sinfo: " + _run("sinfo", "-h", "-o", "%N %T %C %E"),
         "sacct: " + _run("sacct", "-n", "-X", "-o", "JobID,JobName%30,State,ExitCode,Reason%30"),
+        # Records of earlier clusters that reused these job ids: submitit would read their states as ours.
+        "sacct --duplicates: "
+        + _run("sacct", "-n", "-X", "--duplicates", "-S", "2000-01-01", "-o", "JobID,State,Submit"),
     ]
     config = _run("scontrol", "show", "config").splitlines()
     for daemon in ("SlurmctldLogFile", "SlurmdLogFile"):  # the controller's and the node daemon's
