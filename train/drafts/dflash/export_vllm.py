@@ -135,18 +135,55 @@ def expected_tensors(cfg: DFlashHeadConfig) -> set[str]:
     return set(DFlashHead(cfg).state_dict()) - {"mask_embedding"}
 
 
+def _block_size(src: Path, c: dict, dc: dict) -> int:
+    """z-lab's first checkpoints (Qwen3-*-DFlash-b16) keep block_size at the top level, later ones (Qwen3.5)
+    inside dflash_config; vLLM reads neither (it drafts num_speculative_tokens), so both are accepted."""
+    top, inner = c.get("block_size"), dc.get("block_size")
+    if top is None and inner is None:
+        raise ExportError(
+            f"{src}/config.json: no block_size (nor dflash_config.block_size); a DFlash draft is not servable "
+            "without it"
+        )
+    if top is not None and inner is not None and int(top) != int(inner):
+        raise ExportError(f"{src}/config.json: block_size={top} != dflash_config.block_size={inner}")
+    return int(top if top is not None else inner)
+
+
+def _refuse_other_attention(src: Path, c: dict, dc: dict) -> None:
+    """Our head attends to the whole verified context and bidirectionally within its block. vLLM 0.32 also
+    serves DFlash variants that do not (qwen3_dflash.py `_resolve_layer_attention`): sliding windows
+    (`layer_types` "sliding_attention", or `dflash_config.use_swa`), causal blocks (`is_causal`,
+    `dflash_config.causal`, or a sliding layer without either), attention sinks, and drafts fed without the
+    target's hidden states. Importing one as ours would draft something else than vLLM does: refused, naming
+    the key. (`use_sliding_window` alone is a Qwen3 key vLLM does not read here: it does not matter.)"""
+    checks = [
+        ("layer_types", any(lt != "full_attention" for lt in c.get("layer_types") or []),
+         "a sliding-window or causal layer type"),
+        ("dflash_config.use_swa", bool(dc.get("use_swa")), "sliding-window attention on every layer"),
+        ("is_causal", bool(c.get("is_causal")), "causal attention within the block"),
+        ("dflash_config.causal", bool(dc.get("causal")), "causal attention within the block"),
+        ("dflash_config.attention_sink_bias" if "attention_sink_bias" in dc else "add_swa_attention_sink_bias",
+         bool(dc.get("attention_sink_bias", c.get("add_swa_attention_sink_bias"))), "attention-sink biases"),
+        ("dflash_config.use_aux_hidden_state", dc.get("use_aux_hidden_state", True) is False,
+         "a draft that does not read the target's hidden states"),
+    ]  # fmt: skip
+    for key, present, what in checks:
+        if present:
+            raise ExportError(
+                f"{src}/config.json: {key}: {what}; our DFlash head attends to the whole context and "
+                "bidirectionally within its block (all layer_types full_attention, no use_swa, causal, sinks)"
+            )
+
+
 def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
     c = read_json(src / "config.json")
     dc = c.get("dflash_config") or {}
     for key, value in (("dflash_config.mask_token_id", dc.get("mask_token_id")),
-                       ("dflash_config.target_layer_ids", dc.get("target_layer_ids")),
-                       ("block_size", c.get("block_size"))):  # fmt: skip
+                       ("dflash_config.target_layer_ids", dc.get("target_layer_ids"))):  # fmt: skip
         if value is None:
             raise ExportError(f"{src}/config.json: no {key}; a DFlash draft is not servable without it")
-    if any(lt != "full_attention" for lt in c.get("layer_types") or []) or dc.get("causal"):
-        raise ExportError(
-            f"{src}/config.json: layer_types/causal: only bidirectional (full_attention) blocks"
-        )
+    block_size = _block_size(src, c, dc)
+    _refuse_other_attention(src, c, dc)
     heads = int(c["num_attention_heads"])
     mask_file = src / MASK_FILE
     cfg = DFlashHeadConfig(
@@ -158,7 +195,7 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
         vocab_size=int(c["vocab_size"]),
         feature_layers=[int(i) + 1 for i in dc["target_layer_ids"]],
         num_layers=int(c["num_hidden_layers"]),
-        block_size=int(c["block_size"]),
+        block_size=block_size,
         mask_token_id=int(dc["mask_token_id"]),
         separate_mask_embedding=mask_file.is_file(),
         rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
