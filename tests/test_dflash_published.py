@@ -14,11 +14,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from eval.drafters import load_drafter
+from eval.engine import Engine
 from tests.conftest import TINY_LLAMA
+from train.decoding.drafter import CHAIN, DraftSettings, NoDrafter
 from train.drafts.dflash import export_vllm as fmt
 from train.drafts.dflash.head import DFlashHead, DFlashHeadConfig
+from train.export import import_draft
 from train.export_formats.common import ExportError, Target
 from train.modeling.draft.dims import attention_dims
+from train.modeling.target import FrozenTarget
 
 MASK_ID = 4000  # a real row of the tiny target's embedding, as z-lab's 151669 is of Qwen3's
 LAYERS = [1, 2, 3]  # feature layers; published target_layer_ids are these - 1
@@ -84,6 +89,19 @@ def test_published_layout_imports_and_round_trips(tgt: Target, tmp_path: Path, s
     assert back.state_dict().keys() == head.state_dict().keys()
     for k, v in head.state_dict().items():
         torch.testing.assert_close(back.state_dict()[k], v, msg=k)
+    # The CLI's path (`python -m train.export --import`, format detected) makes an export our engine drafts
+    # with, losslessly.
+    ours = import_draft(src, tmp_path / "ours", None, str(TINY_LLAMA))
+    target = FrozenTarget.load(str(TINY_LLAMA))
+    drafter, meta = load_drafter(str(ours), target)
+    assert meta["architecture"] == "dflash" and meta["imported_from"] == str(src)
+    prompt = [target.tokenizer("The json module")["input_ids"]]
+    settings = DraftSettings(mode=CHAIN, draft_length=15)
+    spec = Engine(target, drafter, settings, {0}).generate(prompt, 12)
+    assert (
+        spec.rows[0].tokens == Engine(target, NoDrafter(), settings, {0}).generate(prompt, 12).rows[0].tokens
+    )
+    assert sum(spec.rows[0].drafted) >= 15
     # ...and out again: the same tensors, the same servable keys, still no mask file.
     fmt.export(back, {}, tmp_path / "again", tgt, "float32")
     a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "again" / "model.safetensors"))
