@@ -63,7 +63,7 @@ def test_tiny_dflash_axes() -> None:
         assert f"draft.block_size={p.block}" in p.train_overrides() and f"-k{p.block}-" in p.train_key
         assert p.output_root == "outputs/sweeps/tiny-dflash" and p.draft_name == "dflash"
         runs = eval_runs(p)
-        assert set(runs) == {"t0/chain", "t1/chain"}
+        assert set(runs) == {"t0/chain"}
         assert all(f"draft_length={p.block - 1}" in o for o in runs.values())
         assert "prompts.num_prompts=32" in p.eval.overrides
     # A draft without a block records none (its keys are unchanged); the block axis on it is refused.
