@@ -60,8 +60,10 @@ def test_block_axis_is_its_own_law(dflash_sweep) -> None:
     # Draft cost per step beside tau, per block size, from the fitted shape (chains).
     assert [(r["block_size"], r["draft_ms"]) for r in laws["block_costs"]] == [(4, 2.4), (8, 2.8), (16, 3.6)]
     assert "block 16 (depth 2): tau " in out and "draft 3.6 ms / verify 5 ms per step" in out
+    assert out.index("block law") < out.index("block 4 (depth 2)")
     assert laws["draft_ms_by_depth"] == {str(d): 2.8 for d in P_OF_DEPTH}
-    assert "layers -> trainable parameters 1 -> 3,100,000" in out
+    assert "depth 1: 3,100,000 trainable parameters, draft 2.8 ms per step" in out
+    assert out.index("capacity law") < out.index("depth 1: 3,100,000") < out.index("block law")
 
 
 def test_block_law_is_plotted_against_block_size(dflash_sweep) -> None:
@@ -77,3 +79,27 @@ def test_a_metric_the_sweep_never_decoded_exits_2(dflash_sweep, capsys) -> None:
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--metric t0/tree/tau" in err and "--metric t0/chain/tau" in err
+
+
+def test_dflash_scaling_commands_run_as_printed() -> None:
+    """docs/dflash.md's Scaling lines: each grid composes into its points, the fit's arguments parse (running
+    them takes the sweep's ~30 minutes)."""
+    import shlex
+
+    from hydra import initialize_config_dir
+
+    from data.paths import CONF_DIR
+    from eval.laws.__main__ import build_parser
+    from eval.laws.cost import grid_points
+    from tests.readme_blocks import DOCS, section_commands
+
+    commands = [c.split(" #", 1)[0].strip() for c in section_commands("## Scaling", DOCS / "dflash.md")]
+    sweep = "nice -n 10 python -m eval.laws.point -m --config-name sweep/"
+    grids = [c.removeprefix(sweep) for c in commands if c.startswith(sweep)]
+    assert grids == ["tiny-dflash-depth", "tiny-dflash-block"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert sum(len(grid_points(g, [])) for g in grids) == 7
+    fits = [c.removeprefix("python -m eval.laws ") for c in commands if c.startswith("python -m eval.laws ")]
+    assert len(fits) == 1
+    args = build_parser().parse_args(shlex.split(fits[0]))
+    assert (str(args.sweep_dir), args.metric) == ("outputs/sweeps/tiny-dflash", "t0/chain/tau")

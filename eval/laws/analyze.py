@@ -125,10 +125,10 @@ def fit_laws(
 
 
 def block_costs(records: list[dict[str, Any]], shape: str) -> list[dict[str, Any]]:
-    """Per block size on the block axis: tau, draft and verify milliseconds per step and speed-up (what building
-    wider costs beside what it buys), in block order."""
+    """Per block size on the block axis: tau, slot-1 acceptance, draft and verify milliseconds per step and
+    speed-up (what building wider costs beside what it buys), in block order."""
     rows = sorted((r for r in records if r["axis"] == "block"), key=lambda r: r["block_size"])
-    keys = ("tau", "draft_ms", "verify_ms", "speedup")
+    keys = ("tau", "acceptance_at_1", "draft_ms", "verify_ms", "speedup")
     return [{"block_size": r["block_size"], "depth": r["depth"], **{k: metric(r, f"{shape}/{k}") for k in keys}}
             for r in rows]  # fmt: skip
 
@@ -145,6 +145,23 @@ def acceptance_fits(records: list[dict[str, Any]], n_boot: int) -> dict[str, Any
             f = fit_form("log_linear", x, y, n_boot=n_boot)
             out[key] = {"params": f.to_json()["params"], "ci95": f.ci(), "r2": f.r2}
     return out
+
+
+def cost_lines(law: str, laws: dict[str, Any]) -> list[str]:
+    """What each step of the capacity and block axes costs beside what it buys: layers -> parameters and draft
+    ms per step; per block size, tau, slot-1 acceptance, draft and verify ms per step and the speed-up."""
+    if law == "capacity":
+        ms = laws.get("draft_ms_by_depth", {})
+        by_depth = sorted(laws.get("capacity_map", {}).items(), key=lambda kv: int(kv[0]))
+        return [
+            f"  depth {d}: {p:,.0f} trainable parameters, draft {_num(ms.get(d))} ms per step"
+            for d, p in by_depth
+        ]
+    if law == "block":
+        return [f"  block {r['block_size']} (depth {r['depth']}): tau {_num(r['tau'])}, acceptance at slot 1 "
+                f"{_num(r['acceptance_at_1'])}, draft {_num(r['draft_ms'])} ms / verify {_num(r['verify_ms'])} ms "
+                f"per step, speed-up {_num(r['speedup'])}" for r in laws.get("block_costs", [])]  # fmt: skip
+    return []
 
 
 def _num(v: float | None) -> str:
@@ -206,16 +223,7 @@ def summary_lines(laws: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {name:15s} {f['formula']:24s} R^2={f['r2']:.3f} LOO-RMSE={f['loo_rmse']:.4g}  {_params(f)}"
             )
-    if laws["laws"].get("capacity", {}).get("best") and laws.get("capacity_map"):
-        by_depth = sorted(laws["capacity_map"].items(), key=lambda kv: int(kv[0]))
-        lines.append(
-            "  capacity: layers -> trainable parameters " + ", ".join(f"{d} -> {p:,}" for d, p in by_depth)
-        )
-    for row in laws.get("block_costs", []):
-        lines.append(
-            f"  block {row['block_size']} (depth {row['depth']}): tau {_num(row['tau'])}, draft "
-            f"{_num(row['draft_ms'])} ms / verify {_num(row['verify_ms'])} ms per step, speed-up {_num(row['speedup'])}"
-        )
+        lines += cost_lines(law, laws)
     j = laws.get("joint")
     if j and "params" in j:
         lines.append(
