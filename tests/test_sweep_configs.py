@@ -50,7 +50,7 @@ def test_tiny_dflash_axes() -> None:
     block is a tracked axis (train override, train key, draft_length = block - 1 in each chain eval) and the
     two grids share exactly one training (depth 2, the default block)."""
     from eval.laws.config import to_point_config
-    from eval.laws.point import eval_runs
+    from eval.laws.point import eval_runs, point_identity
     from train.drafts.dflash.config import DFlashConfig
 
     depth, block = grid_points("tiny-dflash-depth", []), grid_points("tiny-dflash-block", [])
@@ -66,8 +66,11 @@ def test_tiny_dflash_axes() -> None:
         assert set(runs) == {"t0/chain"}
         assert all(f"draft_length={p.block - 1}" in o for o in runs.values())
         assert "prompts.num_prompts=32" in p.eval.overrides
+        assert point_identity(p)["block_size"] == p.block  # every record names its block
     # A draft without a block records none (its keys are unchanged); the block axis on it is refused.
-    assert all(p.block is None and "-k" not in p.train_key for p in grid_points("tiny-depth", []))
+    scylla = to_point_config(compose("sweep/tiny-depth", overrides=["depth=2"]))
+    assert scylla.block is None and scylla.train_key == "scylla-d2-t100000-24f9d9cc"  # the key before blocks
+    assert point_identity(scylla)["block_size"] is None
     with pytest.raises(ValueError, match="draft 'scylla' has no draft.block_size"):
         to_point_config(compose("sweep/tiny-dflash-block", overrides=["draft_name=scylla", "block=4"]))
 

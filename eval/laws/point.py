@@ -93,6 +93,13 @@ def run_evals(cfg: PointConfig, export: Path, root: Path) -> tuple[dict[str, Pat
     return evals, seconds
 
 
+def point_identity(cfg: PointConfig) -> dict[str, Any]:
+    """What a record says about its point: every axis' value (block_size None for a draft without blocks)."""
+    return {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target.name_or_path,
+            "draft": cfg.draft_name, "depth": cfg.depth, "block_size": cfg.block, "target_tokens": cfg.tokens,
+            "batch_size": cfg.eval.batch_size, "train_key": cfg.train_key}  # fmt: skip
+
+
 def run_point(cfg: PointConfig) -> dict[str, Any]:
     root = Path(cfg.output_root)
     record_path = root / "points" / cfg.point_id / "record.json"
@@ -108,10 +115,7 @@ def run_point(cfg: PointConfig) -> dict[str, Any]:
         print(f"[sweep] {cfg.point_id}: training -> {train_dir}", flush=True)
         subprocess.run(train_command(cfg, train_dir), check=True)
     evals, seconds = run_evals(cfg, export, root)
-    point = {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target.name_or_path,
-             "draft": cfg.draft_name, "depth": cfg.depth, "block_size": cfg.block, "target_tokens": cfg.tokens,
-             "batch_size": cfg.eval.batch_size, "train_key": cfg.train_key}  # fmt: skip
-    record = build_record(point, export, evals, seconds)
+    record = build_record(point_identity(cfg), export, evals, seconds)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = record_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
