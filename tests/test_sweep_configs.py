@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import initialize_config_dir
+from hydra import compose, initialize_config_dir
 
 from data.paths import CONF_DIR, REPO_ROOT, register_resolvers
 from eval.laws.cost import ARCHS, draft_params, grid_of, grid_points, sweep_cost
@@ -28,7 +28,7 @@ def _hydra():
 @pytest.mark.parametrize("grid", GRIDS)
 def test_grid_composes(grid: str) -> None:
     points = grid_points(grid, [])
-    assert len(points) >= 4
+    assert len(points) >= 3  # a law needs 3 points (the DFlash block axis has exactly 3: 4, 8, 16)
     assert len({p.point_id for p in points}) == len(points)
 
 
@@ -43,6 +43,36 @@ def test_tiny_axes() -> None:
         p.train_key for p in grid_points("tiny-depth", [])
     }
     assert len(shared) == 1
+
+
+def test_tiny_dflash_axes() -> None:
+    """Depth 1..8 at DFlash's default block and blocks 4, 8, 16 at depth 2, in their own results folder: the
+    block is a tracked axis (train override, train key, draft_length = block - 1 in each chain eval) and the
+    two grids share exactly one training (depth 2, the default block)."""
+    from eval.laws.config import to_point_config
+    from eval.laws.point import eval_runs, point_identity
+    from train.drafts.dflash.config import DFlashConfig
+
+    depth, block = grid_points("tiny-dflash-depth", []), grid_points("tiny-dflash-block", [])
+    default = DFlashConfig().block_size
+    assert sorted((p.axis, p.depth, p.block) for p in depth) == [("depth", d, default) for d in (1, 2, 4, 8)]
+    assert sorted((p.axis, p.depth, p.block) for p in block) == [("block", 2, b) for b in (4, 8, 16)]
+    shared = {p.train_key for p in depth} & {p.train_key for p in block}
+    assert shared == {next(p.train_key for p in depth if p.depth == 2)}
+    for p in block:
+        assert f"draft.block_size={p.block}" in p.train_overrides() and f"-k{p.block}-" in p.train_key
+        assert p.output_root == "outputs/sweeps/tiny-dflash" and p.draft_name == "dflash"
+        runs = eval_runs(p)
+        assert set(runs) == {"t0/chain"}
+        assert all(f"draft_length={p.block - 1}" in o for o in runs.values())
+        assert "prompts.num_prompts=32" in p.eval.overrides
+        assert point_identity(p)["block_size"] == p.block  # every record names its block
+    # A draft without a block records none (its keys are unchanged); the block axis on it is refused.
+    scylla = to_point_config(compose("sweep/tiny-depth", overrides=["depth=2"]))
+    assert scylla.block is None and scylla.train_key == "scylla-d2-t100000-24f9d9cc"  # the key before blocks
+    assert point_identity(scylla)["block_size"] is None
+    with pytest.raises(ValueError, match="draft 'scylla' has no draft.block_size"):
+        to_point_config(compose("sweep/tiny-dflash-block", overrides=["draft_name=scylla", "block=4"]))
 
 
 def test_cluster_cost_counts_shared_trainings_once() -> None:

@@ -1,5 +1,6 @@
 """`python -m eval.laws outputs/sweeps/tiny [--metric t0/tree/tau] [--boot 1000] [--min-tokens N]`: fit the
-sweep's results table; print the warm-up rule's break, every law's forms with R^2, leave-one-out error, 95 %
+sweep's results table (`--metric t0/chain/tau` for a DFlash sweep, which has a block axis and chains only);
+print the warm-up rule's break, every law's forms with R^2, leave-one-out error, 95 %
 bootstrap and Student-t intervals, the joint law, the hold-out check (5 % and 10 %) and the batch-size table; write laws.json (read by `python -m eval.plan`) and
 law_*.png, and log them to W&B (group sweep-<name>) unless --no-wandb."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from eval.laws.analyze import fit_laws, summary_lines, write_plots
@@ -33,6 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     records = read_table(args.sweep_dir)
     if not records:
         raise SystemExit(f"{args.sweep_dir}: no results.jsonl records (run the sweep first)")
+    shape = args.metric.rpartition("/")[0]
+    if not any(shape in r["results"] for r in records):
+        shapes = sorted({k for r in records for k in r["results"]})
+        print(f"error: --metric {args.metric}: no record of {args.sweep_dir} decoded {shape!r}; its records hold "
+              f"{shapes} (a block drafter such as DFlash decodes chains only: --metric t0/chain/tau)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     laws = fit_laws(records, args.metric, args.boot, args.min_tokens)
     plots = write_plots(laws, args.sweep_dir)
     laws.pop("_fits")

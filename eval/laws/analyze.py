@@ -1,5 +1,6 @@
-"""From a sweep's results table to the three laws (tokens, capacity, batch size), the joint law, the
-per-position acceptance fits, the hold-out check and the cost tables the planner reads (laws.json)."""
+"""From a sweep's results table to the laws (tokens, capacity, batch size; block size for a block drafter
+such as DFlash), the joint law, the per-position acceptance fits, the hold-out check and the cost tables the
+planner reads (laws.json)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ AXES = {
     "tokens": ("tokens", "tokens_seen", "pretraining target tokens T"),
     "capacity": ("depth", "trainable_params", "draft trainable parameters P"),
     "batch": ("batch", "batch_size", "decoding batch size B"),
+    # A block drafter's width: tokens drafted per forward (the last accepted token + block - 1 mask slots).
+    "block": ("block", "block_size", "block size (tokens per draft forward)"),
 }
 
 
@@ -105,18 +108,29 @@ def fit_laws(
     out["acceptance_by_position"] = acceptance_fits(records, n_boot)
     out["capacity_map"] = {str(r["depth"]): r["trainable_params"] for r in trained}
     out["tokens_depth"] = next((r["depth"] for r in records if r["axis"] == "tokens"), None)
+    # Draft cost per step in the decoding shape the laws fit (a block drafter has chains only).
+    shape = y_path.rpartition("/")[0]
     ref = [r for r in records if r["axis"] in ("tokens", "depth") and r["batch_size"] == 1]
-    out["draft_ms_by_depth"] = {str(r["depth"]): metric(r, "t0/tree/draft_ms") for r in ref}
+    out["draft_ms_by_depth"] = {str(r["depth"]): metric(r, f"{shape}/draft_ms") for r in ref}
+    out["block_costs"] = block_costs(records, shape)
     any_rec = next(iter(records), {})
     out["target_params"] = any_rec.get("target_params")
     out["ttt_steps"] = any_rec.get("ttt_steps")
     # tau <= deepest verified draft token + 1 (the bonus): the number of acceptance positions reported.
-    shape = y_path.rpartition("/")[0]
     depths = [sum(k.startswith("acceptance_at_") for k in r["results"].get(shape, {})) for r in records]
     out["max_tau"] = 1 + max(depths, default=0) if any(depths) else None
     out["batch"] = batch_table(records)
     out["_fits"] = fits  # dropped before writing; plots use them
     return out
+
+
+def block_costs(records: list[dict[str, Any]], shape: str) -> list[dict[str, Any]]:
+    """Per block size on the block axis: tau, slot-1 acceptance, draft and verify milliseconds per step and
+    speed-up (what building wider costs beside what it buys), in block order."""
+    rows = sorted((r for r in records if r["axis"] == "block"), key=lambda r: r["block_size"])
+    keys = ("tau", "acceptance_at_1", "draft_ms", "verify_ms", "speedup")
+    return [{"block_size": r["block_size"], "depth": r["depth"], **{k: metric(r, f"{shape}/{k}") for k in keys}}
+            for r in rows]  # fmt: skip
 
 
 def acceptance_fits(records: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
@@ -131,6 +145,27 @@ def acceptance_fits(records: list[dict[str, Any]], n_boot: int) -> dict[str, Any
             f = fit_form("log_linear", x, y, n_boot=n_boot)
             out[key] = {"params": f.to_json()["params"], "ci95": f.ci(), "r2": f.r2}
     return out
+
+
+def cost_lines(law: str, laws: dict[str, Any]) -> list[str]:
+    """What each step of the capacity and block axes costs beside what it buys: layers -> parameters and draft
+    ms per step; per block size, tau, slot-1 acceptance, draft and verify ms per step and the speed-up."""
+    if law == "capacity":
+        ms = laws.get("draft_ms_by_depth", {})
+        by_depth = sorted(laws.get("capacity_map", {}).items(), key=lambda kv: int(kv[0]))
+        return [
+            f"  depth {d}: {p:,.0f} trainable parameters, draft {_num(ms.get(d))} ms per step"
+            for d, p in by_depth
+        ]
+    if law == "block":
+        return [f"  block {r['block_size']} (depth {r['depth']}): tau {_num(r['tau'])}, acceptance at slot 1 "
+                f"{_num(r['acceptance_at_1'])}, draft {_num(r['draft_ms'])} ms / verify {_num(r['verify_ms'])} ms "
+                f"per step, speed-up {_num(r['speedup'])}" for r in laws.get("block_costs", [])]  # fmt: skip
+    return []
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
 
 
 def _params(entry: dict[str, Any]) -> str:
@@ -188,6 +223,7 @@ def summary_lines(laws: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {name:15s} {f['formula']:24s} R^2={f['r2']:.3f} LOO-RMSE={f['loo_rmse']:.4g}  {_params(f)}"
             )
+        lines += cost_lines(law, laws)
     j = laws.get("joint")
     if j and "params" in j:
         lines.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -13,7 +13,7 @@ from data.paths import REPO_ROOT
 from train.modeling.target import TargetConfig
 from train.pipeline import target_overrides
 
-AXES = ("tokens", "depth", "batch")
+AXES = ("tokens", "depth", "batch", "block")
 
 
 @dataclass
@@ -30,12 +30,16 @@ class PointEvalConfig:
 @dataclass
 class PointConfig:
     name: str = "tiny"  # the sweep: results folder and W&B group
-    axis: str = "tokens"  # tokens | depth | batch: the law this point samples
+    axis: str = "tokens"  # tokens | depth | batch | block: the law this point samples
     # The frozen target (conf group `target/`, like a recipe's): `target=<option>` or `target.name_or_path=...`
     # retargets training and eval of every point with one override.
     target: TargetConfig = field(default_factory=lambda: TargetConfig(name_or_path="???"))
     draft_name: str = "scylla"  # a draft algorithm (train/drafts/registry.py: a name or an alias)
     depth: int = 2  # draft.num_layers
+    # draft.block_size (tokens drafted per forward, DFlash): the block axis. None = the draft's own default,
+    # filled in by to_point_config so that a grid that leaves it unset and one that names the default share
+    # their trainings; stays None for drafts without a block.
+    block: int | None = None
     tokens: int = 100000  # train.max_tokens
     nproc: int = 2  # training ranks
     # Warmup as a fraction of the run's optimizer steps, so every budget's schedule has the same shape;
@@ -49,6 +53,10 @@ class PointConfig:
     def __post_init__(self) -> None:
         if self.axis not in AXES:
             raise ValueError(f"axis={self.axis!r}: expected one of {AXES}")
+        if self.block is not None and self.block < 2:
+            raise ValueError(
+                f"block={self.block}: a block is the last accepted token + >= 1 mask slot, so >= 2"
+            )
         if min(self.depth, self.tokens, self.nproc, self.eval.batch_size) < 1:
             raise ValueError("depth, tokens, nproc and eval.batch_size must be >= 1")
         bad = [m for m in self.eval.modes if m not in ("chain", "tree")]
@@ -57,8 +65,9 @@ class PointConfig:
 
     def train_overrides(self, tokens_per_step: int | None = None) -> list[str]:
         """What defines the trained draft; points that agree on these share one training run."""
+        block = [] if self.block is None else [f"draft.block_size={self.block}"]
         out = [*target_overrides(self.target), f"draft={self.draft_name}", f"draft.num_layers={self.depth}",
-               f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
+               *block, f"train.max_tokens={self.tokens}", *self.train]  # fmt: skip
         if tokens_per_step and not any(o.startswith("optim.warmup_steps=") for o in self.train):
             steps = -(-self.tokens // tokens_per_step)
             out.append(f"optim.warmup_steps={max(1, round(self.warmup_fraction * steps))}")
@@ -67,7 +76,8 @@ class PointConfig:
     @property
     def train_key(self) -> str:
         digest = _digest([_portable(o) for o in self.train_overrides()])
-        return f"{self.draft_name}-d{self.depth}-t{self.tokens}-{digest}"
+        block = "" if self.block is None else f"-k{self.block}"
+        return f"{self.draft_name}-d{self.depth}{block}-t{self.tokens}-{digest}"
 
     @property
     def eval_key(self) -> str:
@@ -100,4 +110,29 @@ def to_point_config(cfg: DictConfig | dict) -> PointConfig:
     except OmegaConfBaseException as err:
         raise ValueError(f"sweep point config: {err}") from None
     assert isinstance(obj, PointConfig)
-    return obj
+    return with_block(obj)
+
+
+def draft_block_size(draft_name: str) -> int | None:
+    """The draft's default `block_size` (its config class is the only home of it; an alias may change it),
+    None when the algorithm drafts no block."""
+    from train.drafts.registry import spec_for  # the registry imports every draft (torch): only when asked
+
+    spec = spec_for(draft_name)
+    defaults = {f.name: f.default for f in fields(spec.config)}
+    if "block_size" not in defaults:
+        return None
+    return int(spec.aliases.get(draft_name, {}).get("block_size", defaults["block_size"]))
+
+
+def with_block(cfg: PointConfig) -> PointConfig:
+    """Fill `block` from the draft's default; refuse a block (or the block axis) for a draft without one."""
+    default = draft_block_size(cfg.draft_name)
+    if default is None:
+        if cfg.block is not None or cfg.axis == "block":
+            raise ValueError(
+                f"sweep point: block={cfg.block} (axis={cfg.axis}) but draft {cfg.draft_name!r} has no "
+                "draft.block_size; the block axis needs a block drafter (draft_name=dflash)"
+            )
+        return cfg
+    return cfg if cfg.block is not None else replace(cfg, block=default)

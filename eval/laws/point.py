@@ -51,8 +51,11 @@ def train_command(cfg: PointConfig, out: Path) -> list[str]:
 
 def eval_runs(cfg: PointConfig) -> dict[str, list[str]]:
     """{record key: eval overrides}: every temperature x mode, then the extra tree sizes at temperature 0."""
+    # A block drafter's chain drafts its whole block (k = block - 1 mask slots), so the chain's cost and tau
+    # are those of the block size the point trained (this overrides a draft_length in eval.overrides).
+    chain = [] if cfg.block is None else [f"draft_length={cfg.block - 1}"]
     runs = {
-        f"t{t:g}/{m}": [f"temperature={t}", f"mode={m}"]
+        f"t{t:g}/{m}": [f"temperature={t}", f"mode={m}", *(chain if m == "chain" else [])]
         for t in cfg.eval.temperatures
         for m in cfg.eval.modes
     }
@@ -90,6 +93,13 @@ def run_evals(cfg: PointConfig, export: Path, root: Path) -> tuple[dict[str, Pat
     return evals, seconds
 
 
+def point_identity(cfg: PointConfig) -> dict[str, Any]:
+    """What a record says about its point: every axis' value (block_size None for a draft without blocks)."""
+    return {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target.name_or_path,
+            "draft": cfg.draft_name, "depth": cfg.depth, "block_size": cfg.block, "target_tokens": cfg.tokens,
+            "batch_size": cfg.eval.batch_size, "train_key": cfg.train_key}  # fmt: skip
+
+
 def run_point(cfg: PointConfig) -> dict[str, Any]:
     root = Path(cfg.output_root)
     record_path = root / "points" / cfg.point_id / "record.json"
@@ -105,17 +115,15 @@ def run_point(cfg: PointConfig) -> dict[str, Any]:
         print(f"[sweep] {cfg.point_id}: training -> {train_dir}", flush=True)
         subprocess.run(train_command(cfg, train_dir), check=True)
     evals, seconds = run_evals(cfg, export, root)
-    point = {"point_id": cfg.point_id, "sweep": cfg.name, "axis": cfg.axis, "target": cfg.target.name_or_path,
-             "draft": cfg.draft_name, "depth": cfg.depth, "target_tokens": cfg.tokens,
-             "batch_size": cfg.eval.batch_size, "train_key": cfg.train_key}  # fmt: skip
-    record = build_record(point, export, evals, seconds)
+    record = build_record(point_identity(cfg), export, evals, seconds)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = record_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, record_path)
     append_record(root, record)
     log_record(cfg, record, record_path.parent)
-    print(f"[sweep] {cfg.point_id}: done, tau(t0/tree) {record['results'].get('t0/tree', {}).get('tau')}")
+    taus = ", ".join(f"{key} {row['tau']:.3f}" for key, row in record["results"].items())
+    print(f"[sweep] {cfg.point_id}: done, tau {taus}", flush=True)
     return record
 
 
@@ -132,7 +140,12 @@ def log_record(cfg: PointConfig, record: dict[str, Any], run_dir: Path) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sweep/point", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_point(to_point_config(cfg))
+    try:
+        point = to_point_config(cfg)
+    except ValueError as err:  # an unknown key, a bad axis or block: one line, before any work
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run_point(point)
 
 
 if __name__ == "__main__":
