@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir
 from safetensors import safe_open
 
 from data.paths import CONF_DIR, register_resolvers
-from eval.config import to_eval_config
+from eval.config import EvalConfig, to_eval_config
 from eval.intervals import mean_t_interval, ratio_ci
 from eval.run import EvalResult, evaluate
 
@@ -99,11 +99,11 @@ def pooled(runs: list[EvalResult]) -> dict[str, Any]:
     }
 
 
-def evaluate_export(
+def eval_config(
     target: str, export: Path, temperature: float, folder: Path, num_prompts: int, overrides: list[str]
-) -> EvalResult:
-    """One `python -m eval` of an export in this process, quiet and on one CPU thread (steadier timings on a
-    shared CPU); `overrides` come last, so they may change anything (mode, draft_length, ...)."""
+) -> EvalConfig:
+    """The config of one `python -m eval` of an export, quiet and on one CPU thread (steadier timings on a
+    shared CPU); `overrides` come last, so they may change anything (mode, draft_length, engine, ...)."""
     register_resolvers()  # the target configs interpolate ${repo:...}; registering twice is a no-op
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=[
@@ -111,7 +111,14 @@ def evaluate_export(
             f"output_dir={folder}", f"prompts.num_prompts={num_prompts}",
             "progress=false", "cpu_threads=1", *overrides,
         ])  # fmt: skip
-    return evaluate(to_eval_config(cfg))
+    return to_eval_config(cfg)
+
+
+def evaluate_export(
+    target: str, export: Path, temperature: float, folder: Path, num_prompts: int, overrides: list[str]
+) -> EvalResult:
+    """One `python -m eval` of an export in this process (eval_config's settings)."""
+    return evaluate(eval_config(target, export, temperature, folder, num_prompts, overrides))
 
 
 def main() -> None:

@@ -11,6 +11,10 @@ engine on the same --prompts task prompts as chains of k drafted tokens at tempe
 temperature: tau with its 95 % interval (over prompts), draft milliseconds per step, and the speed-up over
 the target alone in the same engine with its 95 % interval. Writes table.md, compare.csv and compare.png
 under --out (the CSV and plot as `python -m eval.compare` writes them). A finished training run is reused.
+
+--vllm (needs DRAFTFORGE_VLLM_PYTHON, docs/serving.md) also serves each export in vLLM at T=0 on the same
+prompts (`python -m eval engine=vllm`: greedy outputs and per-position accepted counts must equal our
+engine's, else it stops) and adds vLLM's tau (its mean accepted length) to the table.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    choices=["eagle3", "scylla", "peagle", "dflash"])  # fmt: skip
     p.add_argument("--target", default="tiny-llama")
     p.add_argument("--out", default="outputs/parallel-drafters")
+    p.add_argument(
+        "--vllm", action="store_true", help="also vLLM's tau at T=0, its counts checked equal ours"
+    )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every training run")
     args = p.parse_args(argv)
     if args.k < 2 or args.tokens <= 0 or args.prompts < 1:
@@ -68,6 +75,9 @@ def markdown(rows: list[dict[str, Any]], temperatures: tuple[float, ...] = TEMPE
     head = ["draft", "trainable params", "pretrain tokens", "train s"]
     for t in temperatures:
         head += [f"tau T={t:g} [95 % ci]", f"draft ms/step T={t:g}", f"speed-up T={t:g} [95 % ci]"]
+    vllm = any("vllm_tau@T=0" in r for r in rows)
+    if vllm:
+        head.append("vLLM tau T=0 (counts = ours)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["recipe"], f"{r['trainable_params'] / 1e6:.2f} M", f"{r['tokens']:,}", str(r["train_s"])]
@@ -78,14 +88,25 @@ def markdown(rows: list[dict[str, Any]], temperatures: tuple[float, ...] = TEMPE
                 f"{r[f'draft_ms@T={t:g}']:.2f}",
                 "n/a" if speedup is None else f"{speedup:.3f} {_ci(r[f'speedup@T={t:g} ci95'])}",
             ]
+        if vllm:
+            cells.append(f"{r['vllm_tau@T=0']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def vllm_tau(cfg: Any) -> float:
+    """vLLM's mean accepted length (tau, bonus counted) for one export at T=0. evaluate_vllm raises unless
+    vLLM's greedy outputs equal its plain ones and ours and its counters equal ours per position."""
+    from eval.vllm_backend.run import evaluate_vllm
+
+    rows = evaluate_vllm(cfg)["rows"]
+    return round(next(r["mean_accepted_length"] for r in rows if r["engine"] == "vllm"), 3)
 
 
 def main() -> None:
     args = parse_args()
     # Loaded after parsing, so --help answers without importing torch.
-    from eval.compare import _rounded, evaluate_export, trainable_params, write
+    from eval.compare import _rounded, eval_config, evaluate_export, trainable_params, write
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = REPO / args.out
@@ -119,6 +140,9 @@ def main() -> None:
             row[f"draft_ms@T={temp:g}"] = round(m["draft_ms"], 2)
             row[f"speedup@T={temp:g}"] = None if m["speedup"] is None else round(m["speedup"], 3)
             row[f"speedup@T={temp:g} ci95"] = _rounded(m["speedup_ci95"])
+        if args.vllm:
+            row["vllm_tau@T=0"] = vllm_tau(eval_config(args.target, export, 0.0, out / "eval" / f"{draft}-vllm",
+                                                       args.prompts, [*eval_overrides, "engine=vllm"]))  # fmt: skip
         row["eval_s"] = round(time.perf_counter() - start, 1)
         rows.append(row)
     write(rows, out, list(TEMPERATURES))
