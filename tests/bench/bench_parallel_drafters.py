@@ -1,6 +1,6 @@
 """The parallel drafters beside the sequential ones (issue 23's side-by-side table).
 
-    python -m tests.bench.bench_parallel_drafters [--tokens 300000] [--k 3] [--prompts 64]
+    python -m tests.bench.bench_parallel_drafters [--tokens 300000] [--k 3] [--prompts 64] [--vllm]
         [--drafts eagle3 scylla peagle dflash] [--out outputs/parallel-drafters] [-- extra train overrides]
 
 EAGLE-3 (1 layer, drafts one token per forward), Scylla (the same head with 2 layers), P-EAGLE (the EAGLE-3
@@ -10,7 +10,8 @@ order (`stage=pretrain`, `train.max_tokens=--tokens`, seed 0) with 2-rank DeepSp
 engine on the same --prompts task prompts as chains of k drafted tokens at temperature 0 and 1. Per draft and
 temperature: tau with its 95 % interval (over prompts), draft milliseconds per step, and the speed-up over
 the target alone in the same engine with its 95 % interval. Writes table.md, compare.csv and compare.png
-under --out (the CSV and plot as `python -m eval.compare` writes them). A finished training run is reused.
+under --out (the CSV and plot as `python -m eval.compare` writes them). A finished training run is reused, and so
+is a finished eval made with the same settings.
 
 --vllm (needs DRAFTFORGE_VLLM_PYTHON, docs/serving.md) also serves each export in vLLM at T=0 on the same
 prompts (`python -m eval engine=vllm`: greedy outputs and per-position accepted counts must equal our
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_draft_architectures import REPO, train_draft
@@ -94,12 +96,38 @@ def markdown(rows: list[dict[str, Any]], temperatures: tuple[float, ...] = TEMPE
     return "\n".join(lines) + "\n"
 
 
+def finished_eval(folder: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The overall metrics of an earlier eval in folder made with these settings (a rerun, e.g. with --vllm,
+    does not decode again), else None."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    c = res["config"]
+    same = (c["prompts"]["num_prompts"], c["draft_length"], c["max_new_tokens"], c["mode"]) == (
+        args.prompts,
+        args.k,
+        args.max_new_tokens,
+        "chain",
+    )
+    return res["metrics"]["all"] if same and res["lossless"] else None
+
+
 def vllm_tau(cfg: Any) -> float:
     """vLLM's mean accepted length (tau, bonus counted) for one export at T=0. evaluate_vllm raises unless
-    vLLM's greedy outputs equal its plain ones and ours and its counters equal ours per position."""
+    vLLM's greedy outputs equal its plain ones and ours and its counters equal ours per position; a passed
+    comparison already in cfg.output_dir with the same prompt count and k is read instead of rerun."""
     from eval.vllm_backend.run import evaluate_vllm
 
-    rows = evaluate_vllm(cfg)["rows"]
+    done = Path(cfg.output_dir) / "vllm_compare.json"
+    report = json.loads(done.read_text()) if done.is_file() else None
+    same = (
+        report is not None
+        and not report["failures"]
+        and (len(report["prompts"]), report["num_speculative_tokens"])
+        == (cfg.prompts.num_prompts, cfg.draft_length)
+    )
+    rows = report["rows"] if same else evaluate_vllm(cfg)["rows"]
     return round(next(r["mean_accepted_length"] for r in rows if r["engine"] == "vllm"), 3)
 
 
@@ -130,11 +158,13 @@ def main() -> None:
         }
         start = time.perf_counter()
         for temp in TEMPERATURES:
-            res = evaluate_export(args.target, export, temp, out / "eval" / f"{draft}-t{temp:g}", args.prompts,
-                                  eval_overrides)  # fmt: skip
-            if temp == 0 and not res.lossless:  # a greedy output that differs from the target's is a bug
-                raise SystemExit(f"{draft}: not lossless at T=0: {res.mismatches[0].describe()}")
-            m = res.metrics["all"]
+            folder = out / "eval" / f"{draft}-t{temp:g}"
+            m = finished_eval(folder, args)
+            if m is None:
+                res = evaluate_export(args.target, export, temp, folder, args.prompts, eval_overrides)
+                if temp == 0 and not res.lossless:  # a greedy output that differs from the target's is a bug
+                    raise SystemExit(f"{draft}: not lossless at T=0: {res.mismatches[0].describe()}")
+                m = res.metrics["all"]
             row[f"tau@T={temp:g}"] = round(m["tau"], 3)
             row[f"tau@T={temp:g} ci95"] = _rounded(m["tau_ci95"])
             row[f"draft_ms@T={temp:g}"] = round(m["draft_ms"], 2)
