@@ -8,10 +8,11 @@ head trained to draft k tokens in one forward) and DFlash (a 1-layer block draft
 slots in one forward) are each pretrained against the same target on the same Python-docs tokens in the same
 order (`stage=pretrain`, `train.max_tokens=--tokens`, seed 0) with 2-rank DeepSpeed, then decoded by our
 engine on the same --prompts task prompts as chains of k drafted tokens at temperature 0 and 1. Per draft and
-temperature: tau with its 95 % interval (over prompts), draft milliseconds per step, and the speed-up over
-the target alone in the same engine with its 95 % interval. Writes table.md, compare.csv and compare.png
-under --out (the CSV and plot as `python -m eval.compare` writes them). A finished training run is reused, and so
-is a finished eval made with the same settings.
+temperature: tau with its 95 % interval (over prompts), draft milliseconds per step (and in plain target
+steps timed in the same run), and the speed-up over the target alone in the same engine with its 95 %
+interval. Writes table.md, compare.csv and compare.png under --out (the CSV and plot as `python -m
+eval.compare` writes them). A finished training run is reused, and so is a finished eval made with the same
+settings.
 
 --vllm (needs DRAFTFORGE_VLLM_PYTHON, docs/serving.md) also serves each export in vLLM at T=0 on the same
 prompts (`python -m eval engine=vllm`: greedy outputs and per-position accepted counts must equal our
@@ -76,7 +77,11 @@ def markdown(rows: list[dict[str, Any]], temperatures: tuple[float, ...] = TEMPE
     """One line per draft: size and training, then per temperature tau [ci], draft ms per step, speed-up [ci]."""
     head = ["draft", "trainable params", "pretrain tokens", "train s"]
     for t in temperatures:
-        head += [f"tau T={t:g} [95 % ci]", f"draft ms/step T={t:g}", f"speed-up T={t:g} [95 % ci]"]
+        head += [
+            f"tau T={t:g} [95 % ci]",
+            f"draft ms/step T={t:g} (x target step)",
+            f"speed-up T={t:g} [95 % ci]",
+        ]
     vllm = any("vllm_tau@T=0" in r for r in rows)
     if vllm:
         head.append("vLLM tau T=0 (counts = ours)")
@@ -87,7 +92,7 @@ def markdown(rows: list[dict[str, Any]], temperatures: tuple[float, ...] = TEMPE
             speedup = r[f"speedup@T={t:g}"]
             cells += [
                 f"{r[f'tau@T={t:g}']:.3f} {_ci(r[f'tau@T={t:g} ci95'])}",
-                f"{r[f'draft_ms@T={t:g}']:.2f}",
+                f"{r[f'draft_ms@T={t:g}']:.2f} ({r[f'draft_cost@T={t:g}']:.2f})",
                 "n/a" if speedup is None else f"{speedup:.3f} {_ci(r[f'speedup@T={t:g} ci95'])}",
             ]
         if vllm:
@@ -168,6 +173,9 @@ def main() -> None:
             row[f"tau@T={temp:g}"] = round(m["tau"], 3)
             row[f"tau@T={temp:g} ci95"] = _rounded(m["tau_ci95"])
             row[f"draft_ms@T={temp:g}"] = round(m["draft_ms"], 2)
+            # Draft time in plain target steps timed in the same run: comparable across rows whose absolute
+            # milliseconds were taken under different load on a shared CPU.
+            row[f"draft_cost@T={temp:g}"] = round(m["draft_ms"] / m["baseline_step_ms"], 3)
             row[f"speedup@T={temp:g}"] = None if m["speedup"] is None else round(m["speedup"], 3)
             row[f"speedup@T={temp:g} ci95"] = _rounded(m["speedup_ci95"])
         if args.vllm:
