@@ -16,7 +16,8 @@ settings.
 
 --vllm (needs DRAFTFORGE_VLLM_PYTHON, docs/serving.md) also serves each export in vLLM at T=0 on the same
 prompts (`python -m eval engine=vllm`: greedy outputs and per-position accepted counts must equal our
-engine's, else it stops) and adds vLLM's tau (its mean accepted length) to the table.
+engine's, else it stops) and adds vLLM's mean accepted length (1 + accepted / drafts; our tau divides by
+verify forwards, so the two differ where an output ends inside a step) to the table.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def markdown(rows: list[dict[str, Any]], temperatures: tuple[float, ...] = TEMPE
         ]
     vllm = any("vllm_tau@T=0" in r for r in rows)
     if vllm:
-        head.append("vLLM tau T=0 (counts = ours)")
+        head.append("vLLM T=0: 1 + accepted/drafts (counts = ours)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["recipe"], f"{r['trainable_params'] / 1e6:.2f} M", f"{r['tokens']:,}", str(r["train_s"])]
