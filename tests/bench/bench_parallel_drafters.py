@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ def finished_eval(folder: Path, args: argparse.Namespace) -> dict[str, Any] | No
 
 
 def vllm_tau(cfg: Any) -> float:
-    """vLLM's mean accepted length (tau, bonus counted) for one export at T=0. evaluate_vllm raises unless
+    """vLLM's mean accepted length (1 + accepted / drafts) for one export at T=0. evaluate_vllm raises unless
     vLLM's greedy outputs equal its plain ones and ours and its counters equal ours per position; a passed
     comparison already in cfg.output_dir with the same prompt count and k is read instead of rerun."""
     from eval.vllm_backend.run import evaluate_vllm
@@ -156,6 +157,12 @@ def main() -> None:
         )  # fmt: skip
         export = run_dir / "export"
         meta = json.loads((export / "config.json").read_text())["meta"]
+        # A run reused from an earlier call with another --tokens would compare unequal budgets: refused.
+        seen = meta.get("tokens_seen") or 0
+        if not args.tokens <= seen <= args.tokens * 1.05 + 8192:
+            print(f"{run_dir}: trained on {seen} target tokens, not --tokens {args.tokens}: delete that folder "
+                  "or pass another --out", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
         row: dict[str, Any] = {
             "recipe": draft,
             "trainable_params": trainable_params(export),
