@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir
 from safetensors import safe_open
 
 from data.paths import CONF_DIR, register_resolvers
-from eval.config import to_eval_config
+from eval.config import EvalConfig, to_eval_config
 from eval.intervals import mean_t_interval, ratio_ci
 from eval.run import EvalResult, evaluate
 
@@ -99,6 +99,28 @@ def pooled(runs: list[EvalResult]) -> dict[str, Any]:
     }
 
 
+def eval_config(
+    target: str, export: Path, temperature: float, folder: Path, num_prompts: int, overrides: list[str]
+) -> EvalConfig:
+    """The config of one `python -m eval` of an export, quiet and on one CPU thread (steadier timings on a
+    shared CPU); `overrides` come last, so they may change anything (mode, draft_length, engine, ...)."""
+    register_resolvers()  # the target configs interpolate ${repo:...}; registering twice is a no-op
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=[
+            f"target={target}", f"draft_path={export}", f"temperature={temperature}", "logger=none",
+            f"output_dir={folder}", f"prompts.num_prompts={num_prompts}",
+            "progress=false", "cpu_threads=1", *overrides,
+        ])  # fmt: skip
+    return to_eval_config(cfg)
+
+
+def evaluate_export(
+    target: str, export: Path, temperature: float, folder: Path, num_prompts: int, overrides: list[str]
+) -> EvalResult:
+    """One `python -m eval` of an export in this process (eval_config's settings)."""
+    return evaluate(eval_config(target, export, temperature, folder, num_prompts, overrides))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -127,13 +149,9 @@ def main() -> None:
             runs = []
             for i, (seed_export, _, _) in enumerate(seeds):
                 folder = out / name / (f"t{temp:g}" if len(seeds) == 1 else f"seed{i}-t{temp:g}")
-                with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                    cfg = compose("eval", overrides=[
-                        f"target={args.target}", f"draft_path={seed_export}", f"temperature={temp}", "logger=none",
-                        f"output_dir={folder}", f"prompts.num_prompts={args.num_prompts}",
-                        "progress=false", "cpu_threads=1", *args.overrides,
-                    ])  # fmt: skip
-                runs.append(evaluate(to_eval_config(cfg)))
+                runs.append(
+                    evaluate_export(args.target, seed_export, temp, folder, args.num_prompts, args.overrides)
+                )
             m = pooled(runs)
             row[f"tau@T={temp:g}"] = round(m["tau"], 3)
             row[f"tau@T={temp:g} ci95"] = _rounded(m["tau_ci95"])

@@ -87,3 +87,15 @@ for module in sys.argv[1:]:
         sys.exit(f"{module} --help exited {code}")
     print(f"ok:{module}")
 """
+
+
+def test_parallel_drafters_page_prints_a_command_the_bench_parses() -> None:
+    """docs/parallel-drafters.md's table was made by the command it prints: the bench's own parser takes it
+    (no run: it trains four drafts) with the issue's >= 64 prompts."""
+    from tests.bench.bench_parallel_drafters import parse_args
+
+    (command,) = section_commands("## Run it", DOCS / "parallel-drafters.md")
+    words = command.split()
+    assert words[:3] == ["python", "-m", "tests.bench.bench_parallel_drafters"], command
+    args = parse_args(words[3:])
+    assert args.prompts >= 64 and set(args.drafts) == {"eagle3", "scylla", "peagle", "dflash"}, command

@@ -57,6 +57,9 @@ class PipelineConfig:
     target_key: str | None = None  # names files made per target (regenerated answers)
     # Recipe variables that the keys above interpolate (conf/experiment/base/*.yaml).
     dense_draft: str | None = None  # a small LM sharing the target's tokenizer (dense recipes)
+    # DFlash recipes: the target layers the head fuses, as a Hydra list ("[2,9,16,23,30]"): DFlash's published
+    # rule for this target's depth, kept beside the target (conf/experiment/base/<target>.yaml says why)
+    dflash_feature_layers: str | None = None
     regenerated: str | None = None  # where the regeneration step writes the target's answers
     regenerate_step: PrepareStep | None = None
     budget_scale: float = 1.0  # tiny recipes: DRAFTFORGE_BUDGET_SCALE times every token budget

@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-from eval.compare import trainable_params
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,6 +35,20 @@ def run(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
+def train_draft(run_dir: Path, overrides: list[str], env: dict[str, str]) -> float:
+    """Train one draft with 2-rank DeepSpeed (`torchrun -m train`) into run_dir, checkpointing and validating
+    only at the end; seconds taken. A finished run (its export exists) is not trained again (0.0): rerunning
+    a bench only re-evaluates."""
+    if (run_dir / "export" / "config.json").is_file():
+        return 0.0
+    return run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
+         f"output_dir={run_dir}", "train.save_every=1000000", "train.eval_every=0", "logger=none", "resume=true",
+         "train.progress=false", *overrides],
+        env,
+    )  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=150)
@@ -46,19 +58,18 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every training run")
     args = p.parse_args()
+    from eval.compare import trainable_params  # after parsing: --help answers without loading torch
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = REPO / args.out
     rows = []
     for draft in args.drafts:
         run_dir = out / draft
-        # A finished run (its export exists) is not trained again: rerunning the script only re-evaluates.
-        train_s = 0.0 if (run_dir / "export" / "config.json").is_file() else run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
-             f"target={args.target}", f"draft={draft}", f"output_dir={run_dir}", f"train.max_steps={args.steps}",
-             f"train.save_every={args.steps}", f"train.eval_every={args.steps}", "logger=none", "resume=true",
-             "train.progress=false", *args.overrides],
+        train_s = train_draft(
+            run_dir,
+            [f"target={args.target}", f"draft={draft}", f"train.max_steps={args.steps}", *args.overrides],
             env,
-        )  # fmt: skip
+        )
         eval_dir = run_dir / "eval"
         eval_s = run(
             [sys.executable, "-m", "eval", f"target={args.target}", f"draft_path={run_dir / 'export'}",
