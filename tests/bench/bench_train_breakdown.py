@@ -32,6 +32,9 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 MARK = "BREAKDOWN_JSON "
 TARGET_DIR = "data/embedded/targets/tiny-llama"
+# Named by absolute path in every run and in the cache: the cache records its source files, so a --baseline
+# checkout reads the same file and the same cache as this one.
+TRAIN_FILE = REPO / "data" / "embedded" / "corpus" / "pydocs_train.jsonl.gz"
 LABELS = {
     "target_forward": "target forward",
     "draft_forward": "draft forward",
@@ -57,6 +60,7 @@ def run_overrides(args: argparse.Namespace, draft: str, mode: str, out_dir: str)
         "train.eval_every=0",
         "train.save_every=0",
         f"data.max_tokens={args.tokens}",
+        f"data.train_files=[{TRAIN_FILE}]",
         "data.valid_files=[]",  # the cache holds the training rows only; validation is outside the window
     ]
     if mode == "offline":
@@ -70,7 +74,7 @@ def build_cache(args: argparse.Namespace) -> None:
     cmd = [
         sys.executable, "-m", "data", "cache", "--target", TARGET_DIR, "--data", "embedded-pydocs",
         "--out", args.cache, "--layers=1,2,3,-1", "--dtype", "float32", "--no-valid",
-        f"max_tokens={args.tokens}", "valid_files=[]",
+        f"max_tokens={args.tokens}", f"train_files=[{TRAIN_FILE}]", "valid_files=[]",
     ]  # fmt: skip
     print(f"[bench] building the offline cache: {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
