@@ -2,7 +2,7 @@
 
     python -m tests.bench.bench_train_breakdown [--drafts eagle,eagle3] [--modes online,offline]
         [--steps 30] [--warmup 5] [--tokens 200000] [--cache DIR] [--nproc 2] [--deepspeed zero2]
-        [--split-wait] [--rounds 1] [--baseline CHECKOUT] [-- hydra overrides...]
+        [--split-wait] [--rounds 1] [--baseline CHECKOUT] [--ops] [-- hydra overrides...]
 
 For each draft and feature source it starts `python -m torch.distributed.run --standalone --nproc_per_node 2`
 on this module (`--worker`), which builds the real Trainer (tiny-llama target, deepspeed=zero2, logging as
@@ -13,7 +13,9 @@ data, comm and other (= step - the sum), the mean over ranks, and the share outs
 (data + comm + other). Offline reads a hidden-state cache of the same rows (built into --cache if absent).
 
 --baseline CHECKOUT runs the same workers from another checkout's code (e.g. the main branch) alternately with
-this one, --rounds times, and prints both side by side with the step-time ratio before/after.
+this one, --rounds times, and prints both side by side with the step-time ratio before/after. --ops prints
+only each per-step cut made in the objectives, old form vs new, side by side in one process
+(tests/bench/step_ops.py), with a check that both give the same bits.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ def table(title: str, res: dict[str, Any], tokens_per_step: int) -> None:
     print(f"  {'part':<36}{'ms/step':>10}{'% step':>9}")
     for key, label in LABELS.items():
         v = res["ms"][key]
+        if key == "wait" and not any(r["calls_per_step"]["comm"] and r["ms"]["wait"] for r in res["ranks"]):
+            continue  # no --split-wait: the skew between ranks is inside comm
         print(f"  {label:<36}{v:>10.2f}{100 * v / step:>8.1f}%")
     outside = sum(res["ms"][k] for k in ("data", "comm", "wait", "other"))
     print(f"  {'outside the model calls':<36}{outside:>10.2f}{100 * outside / step:>8.1f}%")
@@ -205,11 +209,17 @@ def main() -> None:
     )
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--baseline", default=None, help="another checkout: its code runs the same workers")
+    p.add_argument("--ops", action="store_true", help="only the objectives' per-step cuts, old vs new")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = p.parse_args()
     if args.worker:
         worker(args.steps, args.warmup, args.split_wait, args.overrides)
+        return
+    if args.ops:
+        from tests.bench.step_ops import print_side_by_side
+
+        print_side_by_side()
         return
     args.cache = args.cache or str(REPO / "outputs" / f"bench-breakdown-cache-{args.tokens}")
     parent(args)
