@@ -147,8 +147,8 @@ def parent(args: argparse.Namespace) -> None:
     for draft in args.drafts:
         for mode in args.modes:
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in codes}
-            for _ in range(args.rounds):  # before and after alternate, so load drifts hit both alike
-                for name, code in codes:
+            for r in range(args.rounds):  # before/after, then after/before: load drifts hit both alike
+                for name, code in codes if r % 2 == 0 else codes[::-1]:
                     runs[name].append(launch(args, code, draft, mode))
             for name, _ in codes:
                 best = min(runs[name], key=lambda r: r["mean"]["step_ms"])  # the least disturbed round
