@@ -160,6 +160,28 @@ def parent(args: argparse.Namespace) -> None:
                 print(f"  step time after / before = {a / b:.3f} (speed-up {b / a:.3f}x)")
 
 
+def ops(args: argparse.Namespace) -> None:
+    from tests.bench.step_ops import objective_side_by_side, print_side_by_side
+
+    print_side_by_side()
+    (REPO / "outputs").mkdir(exist_ok=True)
+    build_cache(args)
+    print(
+        "\nall three together: forward_loss + backward on one cached micro-batch, old ops vs new (1 thread):"
+    )
+    for draft in args.drafts:
+        with tempfile.TemporaryDirectory(dir=REPO / "outputs") as out_dir:
+            over = [
+                o
+                for o in run_overrides(args, draft, "offline", out_dir)
+                if not o.startswith(("draft=", "deep"))
+            ]
+            old, new, same = objective_side_by_side(draft, over)
+        print(
+            f"  {draft:<8} old {old:8.1f} ms   new {new:8.1f} ms   new/old {new / old:.3f}   same loss {same}"
+        )
+
+
 def worker(steps: int, warmup: int, split_wait: bool, overrides: list[str]) -> None:
     import torch
     from hydra import compose, initialize_config_dir
@@ -216,12 +238,10 @@ def main() -> None:
     if args.worker:
         worker(args.steps, args.warmup, args.split_wait, args.overrides)
         return
-    if args.ops:
-        from tests.bench.step_ops import print_side_by_side
-
-        print_side_by_side()
-        return
     args.cache = args.cache or str(REPO / "outputs" / f"bench-breakdown-cache-{args.tokens}")
+    if args.ops:
+        ops(args)
+        return
     parent(args)
 
 

@@ -83,3 +83,69 @@ def print_side_by_side() -> None:
     print(f"  {'change':<62}{'old ms':>9}{'new ms':>9}{'new/old':>9}  same")
     for name, old, new, same in side_by_side():
         print(f"  {name:<62}{old:>9.1f}{new:>9.1f}{new / old:>9.3f}  {same}")
+
+
+def _old_divergence(
+    draft_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    kind: str = "soft_ce",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    assert kind == "soft_ce" and top_k is None, "the side by side runs the default stage settings"
+    return _old_soft_ce(draft_logits, target_logits, temperature)
+
+
+OLD_OPS = {
+    "select_vocab": lambda logits, ids: logits.index_select(-1, ids),
+    "top1_ids": lambda logits: logits.argmax(-1),
+    "divergence_per_position": _old_divergence,
+}
+
+
+def objective_side_by_side(draft: str, overrides: list[str], repeats: int = 5) -> tuple[float, float, bool]:
+    """One real micro-batch through `forward_loss` + backward (plain torch, one process, one thread), with the
+    three ops as they were patched back into the objectives vs as they are, alternating: (old ms, new ms, the
+    same loss)."""
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from data.paths import CONF_DIR, register_resolvers
+    from train.config import to_typed
+    from train.trainer import Trainer
+
+    modules = [importlib.import_module(m) for m in ("train.losses", f"train.drafts.{draft}.objective")]
+    new_ops = {k: getattr(modules[0], k) for k in OLD_OPS}
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = to_typed(compose("train", overrides=[f"draft={draft}", "deepspeed=none", *overrides]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(cfg)
+        seam, module = trainer.seam, trainer.engine.module
+        batch = seam.train_batch(0)
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        losses: dict[str, float] = {}
+        for r in range(repeats + 1):
+            for name in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                for m in modules:
+                    for k, fn in (OLD_OPS if name == "old" else new_ops).items():
+                        if hasattr(m, k):
+                            setattr(m, k, fn)
+                t = time.perf_counter()
+                out = seam.forward_loss(module, batch)
+                out.loss.backward()
+                if r:  # the first round warms up
+                    times[name].append(time.perf_counter() - t)
+                losses[name] = float(out.loss.detach())
+                module.zero_grad(set_to_none=True)
+    finally:
+        for m in modules:
+            for k, fn in new_ops.items():
+                if hasattr(m, k):
+                    setattr(m, k, fn)
+        torch.set_num_threads(threads)
+    old, new = (statistics.median(times[k]) * 1e3 for k in ("old", "new"))
+    return old, new, losses["old"] == losses["new"]
