@@ -212,6 +212,10 @@ def worker(steps: int, warmup: int, split_wait: bool, overrides: list[str]) -> N
             MARK + json.dumps({"mean": mean_over_ranks(everyone), "tokens_per_step": tokens_per_step}),
             flush=True,
         )
+    # Leave the group before the interpreter's teardown: a live gloo group there once aborted rank 0 ("terminate
+    # called without an active exception") after the result was printed.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def main() -> None:
