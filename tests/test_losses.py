@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.losses import DIVERGENCES, divergence_sum
+from train.losses import DIVERGENCES, divergence_per_position, divergence_sum, select_vocab, top1_ids
 
 torch.manual_seed(0)
 P_LOGITS = torch.randn(3, 5, 11)
@@ -69,3 +69,35 @@ def test_top_k_restricts_to_targets_top_tokens() -> None:
     assert float(divergence_sum(Q_LOGITS, P_LOGITS, MASK, "forward_kl", top_k=3)) == pytest.approx(
         manual, rel=1e-4
     )
+
+
+def test_fast_top1_and_vocab_selection_equal_argmax_and_index_select_to_the_bit() -> None:
+    """top1_ids and select_vocab stand in for argmax / index_select(-1) on every training step (they are
+    2x and ~25x faster on CPU): same values, ties to the first index, on a sliced (strided) 3-D view."""
+    torch.manual_seed(1)
+    logits = torch.randn(4, 33, 257)
+    logits[0, :, 7] = logits[0, :, 200] = 50.0  # ties: argmax picks the first
+    view = logits[:, 1:]
+    assert torch.equal(top1_ids(view), view.argmax(-1))
+    ids = torch.randperm(257)[:100]
+    assert torch.equal(select_vocab(view, ids), view.index_select(-1, ids))
+    assert torch.equal(select_vocab(logits, ids)[:, 1:], logits.index_select(-1, ids)[:, 1:])
+
+
+@pytest.mark.parametrize("kind", DIVERGENCES)
+def test_temperature_one_skips_the_division_with_the_same_bits_and_gradient(kind: str) -> None:
+    """At temperature 1 the (..., V) division is skipped: loss and gradient equal the divided form exactly."""
+    d = Q_LOGITS.clone().requires_grad_()
+    fast = divergence_per_position(d, P_LOGITS, kind, 1.0)
+    (g_fast,) = torch.autograd.grad(fast.sum(), d)
+    d2 = Q_LOGITS.clone().requires_grad_()
+    log_q, log_p = torch.log_softmax(d2 / 1.0, -1), torch.log_softmax(P_LOGITS / 1.0, -1)
+    p, q = log_p.exp(), log_q.exp()
+    slow = {
+        "soft_ce": -(p * log_q).sum(-1),
+        "forward_kl": (p * (log_p - log_q)).sum(-1),
+        "reverse_kl": (q * (log_q - log_p)).sum(-1),
+        "tvd": 0.5 * (p - q).abs().sum(-1),
+    }[kind]
+    (g_slow,) = torch.autograd.grad(slow.sum(), d2)
+    assert torch.equal(fast, slow) and torch.equal(g_fast, g_slow)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from train.drafts.dflash import blocks
-from train.losses import divergence_per_position
+from train.losses import divergence_per_position, top1_ids
 from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput, LossSettings, ObjectiveSettings
@@ -75,7 +75,7 @@ class DFlashObjective(ObjectiveSettings):
 
     @torch.no_grad()
     def _stats(self, loss, ce, logits, true, okf, n_blocks: int, bs: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
-        match = (logits.argmax(-1) == true.argmax(-1)).float() * okf
+        match = (top1_ids(logits) == top1_ids(true)).float() * okf
         per = lambda x: x.view(x.shape[0], n_blocks, bs)  # noqa: E731 - (B, A, Bs) view of a (B, Q) tensor
         m, v = per(match), per(okf)
         stats: dict[str, torch.Tensor] = {}

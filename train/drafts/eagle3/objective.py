@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.losses import divergence_per_position
+from train.losses import divergence_per_position, select_vocab, top1_ids
 from train.modeling.doc_mask import Packing, doc_causal_mask
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput, LossSettings, ObjectiveSettings
@@ -76,8 +76,9 @@ class Eagle3Objective(ObjectiveSettings):
                 first = doc_causal_mask(packing.doc_ids[:, :-1])
         # The target's distribution over the draft vocabulary and its top token, taken once: each unrolled
         # step only shifts these, where it used to copy the full (B, L, V) logits and reduce them again.
-        true_reduced_all = true_logits_full.index_select(-1, d2t)
-        true_top_all = true_logits_full.argmax(-1)
+        # Selected on every position, then shifted: as contiguous as the old index_select's result.
+        true_reduced_all = select_vocab(features.logits, d2t)[:, 1:].contiguous()
+        true_top_all = top1_ids(true_logits_full)
         results = []
         prev = None
         for j in range(self.steps):
@@ -102,7 +103,7 @@ class Eagle3Objective(ObjectiveSettings):
                 same[:, : length - j] = packing.same_doc(1 + j).float()
                 valid = valid * same
             ce = divergence_per_position(logits, true_reduced, *self.divergence)
-            match = (d2t[logits.argmax(-1)] == _shift(true_top_all, j, fill=0)).float()
+            match = (d2t[top1_ids(logits)] == _shift(true_top_all, j, fill=0)).float()
             results.append((ce, valid, match))
             prev = out
         return results

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.losses import divergence_per_position
+from train.losses import divergence_per_position, top1_ids
 from train.modeling.doc_mask import Packing
 from train.modeling.target import FrozenTarget, TargetFeatures
 from train.objectives.base import LossOutput, LossSettings, ObjectiveSettings
@@ -54,7 +54,7 @@ class MedusaObjective(ObjectiveSettings):
             count0 = valid.sum() if count0 is None else count0
             total = total + (self.decay**k) * (per_pos * valid).sum()
             with torch.no_grad():
-                match = (pred.argmax(-1) == target_logits.argmax(-1)).float()
+                match = (top1_ids(pred) == top1_ids(target_logits)).float()
                 stats[f"head{k}/token_ce_sum"] = (soft * valid).sum()
                 stats[f"head{k}/top1_agreement_sum"] = (match * valid).sum()
                 stats[f"head{k}/count"] = valid.sum()

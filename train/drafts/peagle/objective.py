@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from train.drafts.eagle3.objective import Eagle3Objective, _shift, unrolled_attention_mask
-from train.losses import divergence_per_position
+from train.losses import divergence_per_position, select_vocab, top1_ids
 from train.modeling.doc_mask import Packing, doc_causal_mask
 from train.modeling.target import FrozenTarget, TargetFeatures
 
@@ -95,8 +95,9 @@ class PEagleObjective(Eagle3Objective):
         length = logits_all.shape[2]
         d2t = head.d2t
         true_logits_full = features.logits[:, 1:]  # position t+1: the distribution of the token after it
-        true_reduced_all = true_logits_full.index_select(-1, d2t)
-        true_top_all = true_logits_full.argmax(-1)
+        # Selected on every position, then shifted: as contiguous as the old index_select's result.
+        true_reduced_all = select_vocab(features.logits, d2t)[:, 1:].contiguous()
+        true_top_all = top1_ids(true_logits_full)
         results = []
         for j in range(self.steps):
             logits = logits_all[:, j]
@@ -107,6 +108,6 @@ class PEagleObjective(Eagle3Objective):
                 same[:, : length - j] = packing.same_doc(1 + j).float()
                 valid = valid * same
             ce = divergence_per_position(logits, true_reduced, *self.divergence)
-            match = (d2t[logits.argmax(-1)] == _shift(true_top_all, j, fill=0)).float()
+            match = (d2t[top1_ids(logits)] == _shift(true_top_all, j, fill=0)).float()
             results.append((ce, valid, match))
         return results
