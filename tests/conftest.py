@@ -20,8 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # DeepSpeed compiles a shared-memory comm op on first use (~30 s); keep it in one cache for the session.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
-# pyproject's addopts run the suite on 2 pytest-xdist workers. Each worker gets its share of the cores for
-# torch and for the processes it starts; otherwise both workers' threads fight over every core.
+# pyproject's addopts run the suite on 3 pytest-xdist workers. Each worker gets its share of the cores (at least
+# one thread) for torch and for the processes it starts; otherwise the workers' threads fight over every core.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
@@ -108,7 +108,7 @@ SLOWEST_FIRST = (  # measured 2026-12-06 (--durations), slowest first
 
 
 # Files whose tests share no fixture worth keeping on one worker (each test starts its own processes): their
-# tests are scheduled one by one, so both workers share a long file instead of one worker carrying it alone.
+# tests are scheduled one by one, so the workers share a long file instead of one worker carrying it alone.
 ONE_BY_ONE = {"test_train_distributed", "test_bad_input", "test_pipeline", "test_docs_commands"}
 
 
