@@ -180,27 +180,33 @@ def test_every_architecture_in_vllm_on_real_family_shapes(family: str, tmp_path:
     exports of each architecture exactly as our engine runs them. Early-exit EAGLE head here (a least-squares
     fit means nothing on random weights); the fitted one is the tiny targets' test above."""
     target_dir = build_family_target(family, tmp_path / family, head_dim=VLLM_HEAD_DIM)
-    compare_every_architecture(target_dir, tmp_path, fitted=False)
+    # The parallel drafters too, on these shapes (their own engine tests serve trained heads on tiny-llama):
+    # DFlash's target layer ids and mask row on a 128k vocabulary, P-EAGLE's parallel drafting with llama3 rope.
+    compare_every_architecture(target_dir, tmp_path, fitted=False, extra=tuple(OWN_ENGINE_TEST))
 
 
-def compare_every_architecture(target_dir: Path, tmp_path: Path, fitted: bool) -> None:
-    """One vLLM worker run: the plain target and each architecture's export; greedy outputs equal to the
-    plain run's and acceptance counts equal to our chain engine's, per prompt and position."""
+def compare_every_architecture(
+    target_dir: Path, tmp_path: Path, fitted: bool, extra: tuple[str, ...] = ()
+) -> None:
+    """One vLLM worker run: the plain target and each architecture's export (ARCHS, then `extra`); greedy
+    outputs equal to the plain run's and acceptance counts equal to our chain engine's, per prompt and position."""
     target = FrozenTarget.load(str(target_dir))
     ours, runs = {}, [{"name": "plain", "speculative_config": None}]
     # Every registered algorithm that declares a vLLM format is served here (its head built by our_export).
     served = {s.name for s in algorithms() if "vllm" in s.serve} - set(OWN_ENGINE_TEST)
     assert {a.split("-")[0] for a in ARCHS} >= served
-    archs = [a for a in ARCHS if (target_dir.name, a) not in EXPORT_REFUSED]
-    for arch in ARCHS:
+    every = (*ARCHS, *extra)
+    archs = [a for a in every if (target_dir.name, a) not in EXPORT_REFUSED]
+    for arch in every:
         src = our_export(arch, target, tmp_path / f"ours-{arch}", fitted=fitted)
-        fmt, method = SPECS[arch.split("-")[0]].serve["vllm"]
+        fmt, _ = SPECS[arch.split("-")[0]].serve["vllm"]
         if arch not in archs:  # refused by our exporter, naming why, instead of crashing inside vLLM
             with pytest.raises(ExportError, match=EXPORT_REFUSED[target_dir.name, arch]):
                 export_draft(src, fmt, tmp_path / f"{arch}-{fmt}", str(target_dir.resolve()))
             continue
         served = export_draft(src, fmt, tmp_path / f"{arch}-{fmt}", str(target_dir.resolve()))
-        spec = {"method": method, "model": str(served), "num_speculative_tokens": K}
+        # the algorithm's own speculative config: P-EAGLE's adds parallel_drafting (spec.serve_options)
+        spec = SPECS[arch.split("-")[0]].speculative_config("vllm", str(served), K)
         runs.append({"name": arch, "speculative_config": spec})
         ours[arch] = our_engine(src, target, tmp_path / f"eval-{arch}")
     prompts = [r["prompt_token_ids"] for r in ours[archs[0]]]
