@@ -38,6 +38,15 @@ def _shift(x: torch.Tensor, j: int, fill: float | int = 0) -> torch.Tensor:
     return torch.cat([x[:, j:], pad], dim=1)
 
 
+def targets_on_draft_vocab(features: TargetFeatures, d2t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's next-token logits over the draft vocabulary (B, T - 1, V_draft) and its top token in target
+    ids (B, T - 1), taken once per batch: each unrolled step (or parallel slot) only shifts these, where it used
+    to copy the full (B, L, V) logits and reduce them again. Selected on every position, then shifted: as
+    contiguous as the old index_select's result."""
+    reduced = select_vocab(features.logits, d2t)[:, 1:].contiguous()
+    return reduced, top1_ids(features.logits[:, 1:])
+
+
 class Eagle3Objective(ObjectiveSettings):
     def __init__(self, cfg: LossSettings) -> None:
         super().__init__(cfg)
@@ -62,7 +71,6 @@ class Eagle3Objective(ObjectiveSettings):
         dtype = next(head.parameters()).dtype
         length = input_ids.shape[1] - 1
         d2t = head.d2t
-        true_logits_full = features.logits[:, 1:]  # position t+1: the distribution of the token after it
         cache = head.new_cache()
         pos = torch.arange(length, device=input_ids.device).expand(input_ids.shape[0], length)
         first = first_varlen = None
@@ -74,11 +82,7 @@ class Eagle3Objective(ObjectiveSettings):
             first_varlen = first
             if not isinstance(first, torch.Tensor):  # varlen runs step 0 only; later steps need a dense mask
                 first = doc_causal_mask(packing.doc_ids[:, :-1])
-        # The target's distribution over the draft vocabulary and its top token, taken once: each unrolled
-        # step only shifts these, where it used to copy the full (B, L, V) logits and reduce them again.
-        # Selected on every position, then shifted: as contiguous as the old index_select's result.
-        true_reduced_all = select_vocab(features.logits, d2t)[:, 1:].contiguous()
-        true_top_all = top1_ids(true_logits_full)
+        true_reduced_all, true_top_all = targets_on_draft_vocab(features, d2t)
         results = []
         prev = None
         for j in range(self.steps):
@@ -96,17 +100,35 @@ class Eagle3Objective(ObjectiveSettings):
                 mask = unrolled_attention_mask(length, j, input_ids.device, first)
                 out = draft(emb, prev, position_ids=pos + j, cache=cache, attn_mask=mask)
             logits = head.logits(out)
-            true_reduced = _shift(true_reduced_all, j, fill=0.0)
-            valid = _shift(loss_mask[:, 1:].float(), j, fill=0.0)
-            if packing is not None:
-                same = torch.zeros_like(valid)
-                same[:, : length - j] = packing.same_doc(1 + j).float()
-                valid = valid * same
-            ce = divergence_per_position(logits, true_reduced, *self.divergence)
-            match = (d2t[top1_ids(logits)] == _shift(true_top_all, j, fill=0)).float()
-            results.append((ce, valid, match))
+            results.append(
+                self.step_terms(j, logits, true_reduced_all, true_top_all, d2t, loss_mask, packing)
+            )
             prev = out
         return results
+
+    def step_terms(
+        self,
+        j: int,
+        logits: torch.Tensor,
+        true_reduced_all: torch.Tensor,
+        true_top_all: torch.Tensor,
+        d2t: torch.Tensor,
+        loss_mask: torch.Tensor,
+        packing: Packing | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unroll step (or parallel slot) j's (per-position divergence, mask, top-1 match): its draft logits
+        predict the token j positions further on, so the targets and the loss mask shift by j, and under
+        packing a prediction that crosses into the next conversation is masked out."""
+        length = logits.shape[1]
+        true_reduced = _shift(true_reduced_all, j, fill=0.0)
+        valid = _shift(loss_mask[:, 1:].float(), j, fill=0.0)
+        if packing is not None:
+            same = torch.zeros_like(valid)
+            same[:, : length - j] = packing.same_doc(1 + j).float()
+            valid = valid * same
+        ce = divergence_per_position(logits, true_reduced, *self.divergence)
+        match = (d2t[top1_ids(logits)] == _shift(true_top_all, j, fill=0)).float()
+        return ce, valid, match
 
     def __call__(
         self,

@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.drafts.eagle3.objective import Eagle3Objective, _shift, unrolled_attention_mask
-from train.losses import divergence_per_position, select_vocab, top1_ids
+from train.drafts.eagle3.objective import Eagle3Objective, targets_on_draft_vocab, unrolled_attention_mask
 from train.modeling.doc_mask import Packing, doc_causal_mask
 from train.modeling.target import FrozenTarget, TargetFeatures
 
@@ -92,22 +91,9 @@ class PEagleObjective(Eagle3Objective):
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per slot: (per-position soft CE (B, L), mask (B, L), top-1 match (B, L)), L = T - 1."""
         logits_all = self.slot_logits(draft, head, target, input_ids, features, packing)
-        length = logits_all.shape[2]
         d2t = head.d2t
-        true_logits_full = features.logits[:, 1:]  # position t+1: the distribution of the token after it
-        # Selected on every position, then shifted: as contiguous as the old index_select's result.
-        true_reduced_all = select_vocab(features.logits, d2t)[:, 1:].contiguous()
-        true_top_all = top1_ids(true_logits_full)
-        results = []
-        for j in range(self.steps):
-            logits = logits_all[:, j]
-            true_reduced = _shift(true_reduced_all, j, fill=0.0)
-            valid = _shift(loss_mask[:, 1:].float(), j, fill=0.0)
-            if packing is not None:
-                same = torch.zeros_like(valid)
-                same[:, : length - j] = packing.same_doc(1 + j).float()
-                valid = valid * same
-            ce = divergence_per_position(logits, true_reduced, *self.divergence)
-            match = (d2t[top1_ids(logits)] == _shift(true_top_all, j, fill=0)).float()
-            results.append((ce, valid, match))
-        return results
+        true_reduced_all, true_top_all = targets_on_draft_vocab(features, d2t)
+        return [
+            self.step_terms(j, logits_all[:, j], true_reduced_all, true_top_all, d2t, loss_mask, packing)
+            for j in range(self.steps)
+        ]
