@@ -6,20 +6,19 @@ the same arguments makes the same head."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from tests.fixed_rows import pydocs_rows
+from tests.fixed_rows import fit_on_rows, pydocs_rows
 from train.drafts.peagle.build import build
 from train.drafts.peagle.config import PEagleConfig
 from train.drafts.peagle.head import PEagleHead
 from train.drafts.peagle.objective import PEagleObjective
 from train.drafts.spec import BuildContext
-from train.modeling.target import FrozenTarget, TargetFeatures
+from train.modeling.target import FrozenTarget
 from train.settings import StageConfig
 
 
@@ -41,26 +40,10 @@ def train_head(
     counts = np.bincount(rows.flatten().numpy(), minlength=target.vocab_size)
     with tempfile.TemporaryDirectory() as out:
         head = build(cfg, target, BuildContext(output_dir=Path(out), token_counts=lambda: counts))
-    layers = tuple(head.config.feature_layers)
-    # The target is frozen: its features for the fixed rows are computed once (the expensive part here).
-    feats = [target.features(r, layers=layers) for r in rows.split(batch)]
-    fused, logits = torch.cat([f.layers for f in feats]), torch.cat([f.logits for f in feats])
     obj = PEagleObjective(SimpleNamespace(stage=StageConfig(), draft=cfg))
-    opt = torch.optim.AdamW(head.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    t0, last = time.perf_counter(), {}
-    for step in range(steps):
-        pick = torch.randint(len(rows), (batch,), generator=gen)
-        x, f = rows[pick], TargetFeatures(hidden=logits[pick], logits=logits[pick], layers=fused[pick])
-        out = obj(head, target, x, f, torch.ones_like(x), training=True)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        if step >= steps - 10:
-            for key, v in out.stats.items():
-                last[key] = last.get(key, 0.0) + float(v)
+    last, seconds = fit_on_rows(head, obj, target, rows, steps, batch, lr, seed)
     info = {
         f"slot{j + 1}_top1": last[f"step{j}/top1_agreement_sum"] / last[f"step{j}/count"] for j in range(k)
     }
-    info["train_s"] = time.perf_counter() - t0
+    info["train_s"] = seconds
     return head.eval(), info
