@@ -153,7 +153,7 @@ def peer_run(args: argparse.Namespace, work: Path, peer: str, seq_len: int, name
         "--speculator-type", "eagle3", "--verifier-name-or-path", str(TARGET_DIR),
         "--data-path", str(work / "peer-data"), "--draft-vocab-size", str(VOCAB), "--num-layers", "1",
         "--target-layer-ids", *map(str, LAYERS), "--ttt-steps", str(TTT), "--draft-attn-impl", "sdpa",
-        "--loss-implementation", "eager", "--hidden-states-dtype", "float32", "--num-workers", "0",
+        "--loss-implementation", "eager", "--hidden-states-dtype", "float32", "--num-workers", str(args.peer_workers),
         "--total-seq-len", str(seq_len), "--epochs", str(args.epochs), "--lr", "1e-3", "--log-freq", "1", "--logger", "",
         "--train-data-ratio", str(args.peer_train_ratio), "--save-path", str(out / "ckpt"),
         "--no-norm-output",  # our drafter feeds back the pre-norm state: so the head our eval imports is the one trained
@@ -200,6 +200,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=12, help="eval prompts for tau at T=0")
     p.add_argument("--no-tau", action="store_true", help="timings only")
     p.add_argument("--peer-train-ratio", type=float, default=0.99, help="the peer holds the rest out (> 0)")
+    p.add_argument(
+        "--peer-workers",
+        type=int,
+        default=0,
+        help="the peer's DataLoader workers (its default, 12 spawned processes, only contends for 2 cores; "
+        "ours reads in the training process too)",
+    )
     p.add_argument(
         "--work", type=Path, default=None, help="default outputs/bench-vs-speculators-<tokens|all>"
     )
