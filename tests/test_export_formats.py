@@ -226,3 +226,21 @@ def test_importer_refuses_layer_ids_that_do_not_match(target: FrozenTarget, tmp_
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ExportError, match="does not match this target"):
         import_draft(folder, tmp_path / "back", None, str(TINY_LLAMA))
+
+
+def test_importer_refuses_a_speculators_head_that_feeds_back_the_normed_state(
+    target: FrozenTarget, tmp_path: Path
+) -> None:
+    """speculators 0.9 trains EAGLE-3 with norm_output=true by default; our drafter would feed the head the
+    pre-norm state instead, so such a checkpoint is refused rather than imported into a different drafter."""
+    folder = export_draft(
+        our_export(build("eagle3", target), target, tmp_path / "ours"), "speculators", tmp_path / "s"
+    )
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["norm_output"] = False  # written by speculators' --no-norm-output: imported
+    (folder / "config.json").write_text(json.dumps(cfg))
+    import_draft(folder, tmp_path / "back")
+    cfg["norm_output"] = True
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ExportError, match="norm_output=true.*--no-norm-output"):
+        import_draft(folder, tmp_path / "back2")

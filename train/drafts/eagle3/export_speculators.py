@@ -105,6 +105,13 @@ def load(src: Path, target: Target | None) -> tuple[nn.Module, dict]:
         )
     if c.get("fc_norm"):
         raise ExportError(f"{src}: fc_norm (one norm per fused layer) is not supported by our head")
+    if c.get("norm_output"):
+        # speculators' trainer defaults to it for EAGLE-3: each unroll step feeds back the normed state. Our
+        # drafter feeds back the state before the norm, so it would draft from inputs the head never saw.
+        raise ExportError(
+            f"{src}: norm_output=true (the normed state fed back across steps) is not supported by our head; "
+            "train it with speculators' --no-norm-output to import it"
+        )
     layer_cfg = c["transformer_layer_config"]
     ids = c.get("eagle_aux_hidden_state_layer_ids")
     if not ids:
