@@ -30,7 +30,7 @@ from builders.targets import TrainSettings, token_stream, train_target, windows
 from builders.tokenizer import check_tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
 
 STAGES = ("corpus", "tokenizer", "targets")
-TARGETS = ("tiny-llama", "tiny-qwen2")
+TARGETS = ("tiny-llama", "tiny-qwen2", "deep-llama")
 
 
 def build_corpus(python_doc: Path, chatterbot: Path, out: Path) -> None:
