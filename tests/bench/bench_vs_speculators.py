@@ -168,7 +168,8 @@ def peer_run(args: argparse.Namespace, work: Path, peer: str, seq_len: int, name
     }
 
 
-def tau(args: argparse.Namespace, export: Path, out: Path, imported: bool) -> dict[str, float]:
+def tau(args: argparse.Namespace, export: Path, out: Path, imported: bool) -> dict[str, str]:
+    """tau at T=0 per decoding, with its 95 % interval over prompts (eval's bootstrap), as printed text."""
     res = {}
     out.mkdir(parents=True, exist_ok=True)
     if imported:  # speculators' checkpoint -> our export (docs/serving.md), checked against the target
@@ -182,7 +183,9 @@ def tau(args: argparse.Namespace, export: Path, out: Path, imported: bool) -> di
                "temperature=0.0"]  # fmt: skip
         run(cmd, out / f"eval-{mode}.log", clean_env())
         r = json.loads((d / "results.json").read_text())
-        res[mode] = (r["metrics"]["all"] if "metrics" in r else r["all"])["tau"]
+        m = r["metrics"]["all"] if "metrics" in r else r["all"]
+        lo, hi = m.get("tau_ci95") or (float("nan"), float("nan"))
+        res[mode] = f"{m['tau']:.3f} [{lo:.3f}, {hi:.3f}]"
     return res
 
 
@@ -262,10 +265,12 @@ def main() -> None:
     last = {label: res for r, label, res in rows if r == args.reps - 1}
     taus = {side: tau(args, last[label]["export"], work / f"tau-{side}", side == "peer") for side, label in
             (("ours", "ours offline"), ("peer", "peer offline"))}  # fmt: skip
-    print(f"\ntau at T=0 (bonus token counted), {args.prompts} prompts, last rep's offline runs")
-    print(f"{'':>5}  {'chain':>6}  {'tree':>6}")
+    print(
+        f"\ntau at T=0 (bonus token counted; 95 % interval over {args.prompts} prompts), last rep's offline runs"
+    )
+    print(f"{'':>5}  {'chain':>21}  {'tree':>21}")
     for side, t in taus.items():
-        print(f"{side:>5}  {t['chain']:>6.3f}  {t['tree']:>6.3f}")
+        print(f"{side:>5}  {t['chain']:>21}  {t['tree']:>21}")
 
 
 if __name__ == "__main__":
