@@ -5,7 +5,8 @@ layer, a layer's MLP (gate, up, down), each norm, fc, the LM head, the embedding
 a Medusa head's block. The perturbation is large (noise three times the tensor's own spread; norms scaled
 by 1 + N(0, 1/2); d2t rolled so each draft token maps to its neighbour's target token), so a loader that
 reads the group changes what the draft proposes, and one that ignores it does not. Seeded: the same export
-gives the same perturbed copies.
+gives the same perturbed copies. `strength` scales the noise for a group whose default perturbation leaves the
+draft's proposals unchanged (tests/vllm_mutations.py raises it until they move).
 
 Works on the draftforge export folder (config.json + model.safetensors), so it does not depend on the
 head classes: the perturbed folder is then exported to the served format like any trained head.
@@ -71,7 +72,8 @@ def groups(export: Path) -> dict[str, list[str]]:
     return out
 
 
-def perturb(name: str, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def perturb(name: str, t: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """`strength` multiplies the noise (a norm's spread too); the vocabulary maps' roll has no strength."""
     if name.endswith("d2t"):
         # our d2t[i] is the target id of draft id i (the served formats write offsets): each draft id now maps
         # to the next one's target token
@@ -81,14 +83,14 @@ def perturb(name: str, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     if not t.is_floating_point():
         raise ValueError(f"{name}: no perturbation for a {t.dtype} tensor")
     if "norm" in name:
-        return t * (1 + 0.5 * torch.randn(t.shape, generator=gen))
+        return t * (1 + 0.5 * strength * torch.randn(t.shape, generator=gen))
     scale = t.float().std() if t.numel() > 1 and t.float().std() > 0 else t.float().abs().mean() + 0.02
     if name.endswith(".bias"):  # biases start at zero and stay small: noise on the scale of the activations
         scale = max(float(scale), 0.3)
-    return t + NOISE * scale * torch.randn(t.shape, generator=gen)
+    return t + NOISE * strength * scale * torch.randn(t.shape, generator=gen)
 
 
-def perturbed_copy(export: Path, group: str, out: Path) -> Path:
+def perturbed_copy(export: Path, group: str, out: Path, strength: float = 1.0) -> Path:
     """A copy of `export` with every tensor of `group` perturbed (seeded by the group's name)."""
     tensors = load_file(str(export / WEIGHTS))
     names = groups(export)[group]
@@ -98,12 +100,12 @@ def perturbed_copy(export: Path, group: str, out: Path) -> Path:
         if group == TIED and first is not None:
             tensors[name] = tensors[first].clone()  # still one parameter: the same perturbed values
             continue
-        tensors[name] = perturb(name, tensors[name], gen).to(tensors[name].dtype).contiguous()
+        tensors[name] = perturb(name, tensors[name], gen, strength).to(tensors[name].dtype).contiguous()
         first = name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cfg = json.loads((export / "config.json").read_text())
-    cfg.setdefault("meta", {})["perturbed"] = group
+    cfg.setdefault("meta", {})["perturbed"] = f"{group} x{strength:g}"
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     save_file(tensors, str(out / WEIGHTS))
     return out
