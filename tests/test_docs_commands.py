@@ -119,3 +119,38 @@ def test_speculators_side_by_side_prints_a_command_that_runs() -> None:
         "[bench] skipped: no speculators trainer to compare with: DRAFTFORGE_VLLM_PYTHON is not set "
         "(docs/serving.md builds that environment)"
     ], proc.stdout + proc.stderr
+
+
+def test_the_self_attend_study_prints_commands_that_make_its_table(tmp_path: Path) -> None:
+    """docs/scaling-laws.md's 3-seed study: the bench line parses into 3 arms x seeds 0, 1, 2 (the start off, on,
+    on with lr 4e-3), and the compare line's shell expansions pool each arm's three exports into one entry."""
+    from tests.bench.bench_head_layouts import parse_args, select_rows
+
+    bench, compare = section_commands("### The start, measured with 3 seeds", DOCS / "scaling-laws.md")
+    words = bench.split()
+    assert words[:3] == ["python", "-m", "tests.bench.bench_head_layouts"], bench
+    args = parse_args(words[3:])
+    rows = select_rows(args.variant, args.only)
+    arms = {
+        "def": ["draft.self_attend_init=false"],
+        "sai": ["draft.self_attend_init=true"],
+        "sailr": ["draft.self_attend_init=true", "optim.lr=4e-3"],
+    }
+    assert sorted(rows) == sorted(f"{arm}-s{s}" for arm in arms for s in range(3))
+    for name, (_, extra) in rows.items():
+        arm, seed = name.split("-s")
+        assert extra == [*arms[arm], f"train.seed={seed}"], (name, extra)
+    assert (args.tokens, args.depth, str(args.out)) == (200_000, 2, "outputs/study-sai")
+    # The compare line as bash expands it, over the folders the bench line writes (python is a shell function
+    # that prints its arguments: the expansion is under test here; eval.compare itself runs in tests/test_pipeline.py).
+    for name in rows:
+        (tmp_path / "outputs" / "study-sai" / name / "train" / "key" / "export").mkdir(parents=True)
+    proc = subprocess.run(["bash", "-c", f"python() {{ printf '%s\\n' \"$@\"; }}; {compare}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pooled = dict(a.split("=", 1) for a in proc.stdout.split() if "=" in a and not a.startswith("-"))
+    assert set(pooled) == {"default", "self_attend_init", "self_attend_init+lr4e-3"}, proc.stdout
+    for entry, arm in zip(pooled, arms, strict=True):
+        assert pooled[entry].split(",") == [
+            f"outputs/study-sai/{arm}-s{s}/train/key/export" for s in range(3)
+        ]

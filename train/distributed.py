@@ -4,19 +4,12 @@ these getters."""
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from data.target_io import pick_device
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank() -> int:
@@ -65,10 +58,10 @@ def init(requested_device: str = "auto", timeout_s: int = 600) -> torch.device:
     if "RANK" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
         _export_submitit_env()
     if "RANK" not in os.environ:
-        # DeepSpeed needs a process group even for one process; give it a private rendezvous.
-        os.environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
-        )
+        # DeepSpeed needs a process group even for one process; give it a private rendezvous. Port 0: the
+        # store binds whatever port the OS gives it. A port picked free beforehand and bound later could be
+        # taken in between (seen 2026-12-06: EADDRINUSE with parallel test workers), and no other rank connects.
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="0")
     dev = device(requested_device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

@@ -94,7 +94,7 @@ def last_metrics(run_dir: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=50_000, help="pretraining target tokens per layout")
     ap.add_argument("--depth", type=int, default=2, help="draft.num_layers")
@@ -102,7 +102,11 @@ def main() -> None:
     ap.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME=OVERRIDES",
                     help="an extra row: `python -m train` overrides, comma-separated (repeatable)")  # fmt: skip
     ap.add_argument("--only", metavar="NAMES", help="comma-separated rows to run and print (default: all)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     out = args.out.resolve()
     rows = select_rows(args.variant, args.only)
     for folder, (_, extra) in rows.items():  # one sweep folder per row: one record each

@@ -22,8 +22,10 @@ class Eagle3Config:
     norm_before_residual: bool = False  # layer 0's residual is the normed feature, not the raw one
     norm_before_fc: bool = False  # one RMSNorm over the fused target features before fc
     # Layer 0 starts attending to the current position (k = q at init); the token just drafted reaches an
-    # eagle3-layout head only through that attention. Weights only: export/serving unchanged.
-    self_attend_init: bool = False
+    # eagle3-layout head only through that attention. Weights only: export/serving unchanged. On by default
+    # since 2026-12-06: depth-2 Scylla at 200k tokens, 3 seeds x 64 prompts, tree tau at T=0 2.267 [2.186,
+    # 2.334] against 2.003 [1.936, 2.072] off; T=1 1.319 vs 1.291, intervals overlapping (docs/scaling-laws.md).
+    self_attend_init: bool = True
     draft_vocab_size: int | None = (
         2048  # reduced LM-head vocabulary (of the tiny targets' 4096); None = target's
     )

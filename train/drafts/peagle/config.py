@@ -20,3 +20,6 @@ class PEagleConfig(Eagle3Config):
     # Which embedding row the mask slots read (< the target's vocab_size); None = the tokenizer's mask token,
     # else its EOS (build.default_mask_token_id says why any row is safe for P-EAGLE).
     mask_token_id: int | None = None
+    # EAGLE-3's default became on (2026-12-06, measured on EAGLE-3/Scylla heads only); P-EAGLE keeps the start
+    # its figures (docs/peagle.md, docs/parallel-drafters.md) were measured with until it is measured itself.
+    self_attend_init: bool = False
