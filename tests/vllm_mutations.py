@@ -111,6 +111,7 @@ def mutation_check(
     ours: dict[str, list[dict]] = {}
     ours_swapped: dict[tuple[str, str], list[dict]] = {}
     strengths: dict[tuple[str, str], float] = {}
+    picked = {arch: list(groups(src)) if pick is None else pick[arch] for arch, src in exports.items()}
     prompts = [
         (p.id, p.input_ids)
         for p in load_prompts(PromptsConfig(num_prompts=DECODE_PROMPTS), target.tokenizer).prompts
@@ -122,7 +123,7 @@ def mutation_check(
         ours[arch] = our_engine(src, target, prompts)
         base = counts(ours[arch])
         swaps, fresh = [], []
-        for group in groups(src) if pick is None else pick[arch]:
+        for group in picked[arch]:
             tag = group.replace(" ", "_")
             for strength in STRENGTHS:
                 bad = perturbed_copy(src, group, work / arch / f"ours-{tag}", strength)
@@ -153,7 +154,7 @@ def mutation_check(
         run = result[arch]
         base = counts(ours[arch])
         entries = [("(trained export)", ours[arch], run)]
-        for group in groups(exports[arch]) if pick is None else pick[arch]:
+        for group in picked[arch]:
             got = (
                 result.get(fresh_name(arch, group))
                 if group in FRESH_BUILD
