@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import load_dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedTokenizerBase
@@ -39,6 +38,8 @@ def count_tokens(
     for f in files:
         if not Path(f).is_file():
             raise FileNotFoundError(f"draft vocabulary source {f}: no such file")
+        from datasets import load_dataset  # here, not at the top: every training rank imports this module
+
         ds = load_dataset("json", data_files=[str(f)], split="train")
         if text_field in ds.column_names:
             texts = ds[text_field]
