@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tests.bench.bench_vs_speculators import DATA, LAYERS, MICRO_BATCH, TARGET_DIR, TTT, VOCAB, clean_env
+from tests.bench.bench_vs_speculators import TTT, build_inputs, head_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / "outputs" / "bench-train-flops"
@@ -97,34 +95,10 @@ def replay(calls: Counter[tuple[Any, ...]], repeats: int) -> float:
 
 
 def overrides(mode: str) -> list[str]:
-    over = [
-        "draft=eagle3", f"target={Path(TARGET_DIR).name}", f"data={DATA}", "stage=sft", "deepspeed=none",
-        "logger=none", "train.progress=false", "train.eval_every=0", "train.save_every=0", "data.valid_files=[]",
-        f"draft.feature_layers=[{','.join(map(str, LAYERS))}]", "draft.num_layers=1", f"draft.ttt_steps={TTT}",
-        f"draft.vocab_path={WORK / 'vocab.safetensors'}", f"train.micro_batch_size={MICRO_BATCH}",
-        f"output_dir={WORK / ('run-' + mode)}",
-    ]  # fmt: skip
+    over = [*head_overrides(WORK), "deepspeed=none", f"output_dir={WORK / ('run-' + mode)}"]
     if mode == "offline":
         over += ["data.mode=offline", f"data.cache_dir={WORK / 'cache'}"]
     return over
-
-
-def prepare() -> None:
-    """The draft vocabulary and the offline cache bench_vs_speculators uses, built once under WORK."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    if not (WORK / "vocab.safetensors").is_file():
-        subprocess.run(
-            [sys.executable, "-m", "data", "vocab", "--tokenizer", str(TARGET_DIR), "--data", DATA,
-             "--size", str(VOCAB), "--out", str(WORK / "vocab.safetensors")],
-            cwd=REPO, env=clean_env(), check=True,
-        )  # fmt: skip
-    if not (WORK / "cache" / "manifest.json").is_file():
-        layers = ",".join(map(str, [*LAYERS, -1]))
-        subprocess.run(
-            [sys.executable, "-m", "data", "cache", "--target", str(TARGET_DIR), "--data", DATA, "--out",
-             str(WORK / "cache"), f"--layers={layers}", "--dtype", "float32", "--no-valid"],
-            cwd=REPO, env=clean_env(), check=True,
-        )  # fmt: skip
 
 
 def measure(mode: str, batches: int, repeats: int) -> dict[str, float]:
@@ -172,8 +146,7 @@ def measure(mode: str, batches: int, repeats: int) -> dict[str, float]:
     positions = sum(int(b["input_ids"].numel()) for b in micro)
     real = sum(int(real_lengths(b["loss_mask"]).sum()) for b in micro)  # as tokens_seen counts them
     in_loss = sum(int(b["loss_mask"].sum()) for b in micro)
-    draft = trainer.engine.module
-    head = getattr(draft, "lm_head", None)
+    head = getattr(module, "lm_head", None)
     head_flops_per_position = 0 if head is None else 2 * head.in_features * head.out_features * 3 * TTT
     return {
         "ms": step_s / batches * 1e3,
@@ -191,7 +164,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=12, help="micro-batches per timed pass")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    prepare()
+    WORK.mkdir(parents=True, exist_ok=True)
+    build_inputs(WORK, None)
     torch.set_num_threads(1)
     rows = {m: measure(m, args.batches, args.repeats) for m in args.modes.split(",")}
     print(

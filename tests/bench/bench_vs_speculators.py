@@ -81,19 +81,37 @@ def run(cmd: list[str], log: Path, env: dict[str, str]) -> None:
         sys.exit(f"[bench] failed ({proc.returncode}), log {log}:\n" + log.read_text()[-4000:])
 
 
-def prepare(args: argparse.Namespace, work: Path, peer: str) -> dict[str, Any]:
-    """Our cache and vocabulary, and the peer's data folder made from them (kept between runs)."""
+def build_inputs(work: Path, tokens: int | None) -> None:
+    """Our hidden-state cache of the rows and the draft vocabulary file, built once under `work` (both sides
+    read them; tests/bench/bench_train_flops.py too)."""
     py, env = sys.executable, clean_env()
-    cache, vocab, peer_data = work / "cache", work / "vocab.safetensors", work / "peer-data"
+    cache, vocab = work / "cache", work / "vocab.safetensors"
     if not (cache / "manifest.json").is_file():
         layers = ",".join(map(str, [*LAYERS, -1]))  # -1: the final-norm state our objective reads logits from
-        budget = [] if args.tokens is None else [f"max_tokens={args.tokens}"]
+        budget = [] if tokens is None else [f"max_tokens={tokens}"]
         run([py, "-m", "data", "cache", "--target", str(TARGET_DIR), "--data", DATA, "--out", str(cache),
              f"--layers={layers}", "--dtype", "float32", "--no-valid", *budget], work / "cache.log", env)  # fmt: skip
     if not vocab.is_file():
-        budget = [] if args.tokens is None else ["--max-tokens", str(args.tokens)]
+        budget = [] if tokens is None else ["--max-tokens", str(tokens)]
         run([py, "-m", "data", "vocab", "--tokenizer", str(TARGET_DIR), "--data", DATA, *budget,
              "--size", str(VOCAB), "--out", str(vocab)], work / "vocab.log", env)  # fmt: skip
+
+
+def head_overrides(work: Path) -> list[str]:
+    """The `python -m train` settings both trainers share here: draft, target, rows, layers, vocabulary, TTT."""
+    return [
+        "draft=eagle3", "target=tiny-llama", f"data={DATA}", "stage=sft", "logger=none", "train.progress=false",
+        "train.eval_every=0", "train.save_every=0", "data.valid_files=[]",
+        f"draft.feature_layers=[{','.join(map(str, LAYERS))}]", "draft.num_layers=1", f"draft.ttt_steps={TTT}",
+        f"draft.vocab_path={work / 'vocab.safetensors'}", f"train.micro_batch_size={MICRO_BATCH}",
+    ]  # fmt: skip
+
+
+def prepare(args: argparse.Namespace, work: Path, peer: str) -> dict[str, Any]:
+    """Our cache and vocabulary, and the peer's data folder made from them (kept between runs)."""
+    env = clean_env()
+    cache, vocab, peer_data = work / "cache", work / "vocab.safetensors", work / "peer-data"
+    build_inputs(work, args.tokens)
     if not (peer_data / "rows.json").is_file():
         shutil.rmtree(peer_data, ignore_errors=True)
         run([peer, "-I", str(PEER), "prepare", "--cache", str(cache), "--vocab", str(vocab),
@@ -106,13 +124,8 @@ def prepare(args: argparse.Namespace, work: Path, peer: str) -> dict[str, Any]:
 def ours(args: argparse.Namespace, work: Path, stats: dict[str, Any], mode: str, name: str) -> dict[str, Any]:
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
-    over = [
-        "draft=eagle3", "target=tiny-llama", f"data={DATA}", "stage=sft", "deepspeed=zero2", "logger=none",
-        "train.progress=false", "train.eval_every=0", "train.save_every=0", "data.valid_files=[]",
-        f"train.max_tokens={args.epochs * stats['tokens']}", f"draft.feature_layers=[{','.join(map(str, LAYERS))}]",
-        "draft.num_layers=1", f"draft.ttt_steps={TTT}", f"draft.vocab_path={work / 'vocab.safetensors'}",
-        f"train.micro_batch_size={MICRO_BATCH}", f"output_dir={out}",
-    ]  # fmt: skip
+    over = [*head_overrides(work), "deepspeed=zero2", f"train.max_tokens={args.epochs * stats['tokens']}",
+            f"output_dir={out}"]  # fmt: skip
     if args.tokens is not None:
         over.append(f"data.max_tokens={args.tokens}")
     if mode == "offline":
