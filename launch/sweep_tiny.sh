@@ -13,6 +13,8 @@
 # Past the grid: `python -m eval.laws.point -m --config-name sweep/tiny-tokens name=$NAME tokens=800000,1600000`
 # adds budgets; `python -m eval.laws outputs/sweeps/$NAME` then fits above the servable layout's warm-up, where
 # its rule puts it (eval/laws/warmup.py; `--min-tokens N` overrides the rule; docs/scaling-laws.md).
+# GRID=tiny-scale AXES="tokens depth" runs the larger grid instead (conf/sweep/tiny-scale-*.yaml: 100k..1.6M tokens,
+# depth 1/2/4/8 at 1.6M, 64 prompts x 64 tokens a point; ~2.5 h on 2 cores) into outputs/sweeps/tiny-scale.
 # AXES="tokens depth" limits the axes; extra arguments go to every multirun (e.g. tracking=none), so one
 # `target=<conf/target option>` or `target.name_or_path=<folder>` retargets the whole sweep (as for recipes).
 set -euo pipefail
@@ -20,13 +22,14 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 export WANDB_MODE="${WANDB_MODE:-offline}"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
-NAME="${NAME:-tiny}"
+GRID="${GRID:-tiny}"
+NAME="${NAME:-$GRID}"
 AXES="${AXES:-tokens depth batch}"
 for axis in $AXES; do
   start=$SECONDS
-  python -m eval.laws.point -m --config-name "sweep/tiny-$axis" "name=$NAME" "$@"
+  python -m eval.laws.point -m --config-name "sweep/$GRID-$axis" "name=$NAME" "$@"
   echo "[sweep_tiny] axis $axis: $((SECONDS - start)) s"
 done
 python -m eval.laws "outputs/sweeps/$NAME"
-# 2x the FLOPs of the largest budget's training (2e13 FLOPs at 400k tokens, depth 2) at serving batch 16.
-python -m eval.plan "outputs/sweeps/$NAME/laws.json" --compute 4e13 --batch 16
+# 2x the FLOPs of the tiny grid's largest training (2e13 FLOPs at 400k tokens, depth 2) at serving batch 16.
+python -m eval.plan "outputs/sweeps/$NAME/laws.json" --compute "${PLAN_COMPUTE:-4e13}" --batch 16

@@ -16,7 +16,7 @@ from data.paths import CONF_DIR, register_resolvers
 from data.typed import to_typed as to_typed_as
 from tests.conftest import REPO, TINY_LLAMA
 from train.config import to_typed
-from train.pipeline import PipelineConfig, run_pipeline, target_overrides
+from train.pipeline import PipelineConfig, run_pipeline, stage_command, target_overrides
 
 register_resolvers()
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -32,6 +32,47 @@ def test_every_experiment_composes_into_valid_stage_configs(experiment: str) -> 
             to_typed(
                 compose("train", overrides=[*target_overrides(typed.target), *pipe.common, *stage.overrides])
             )
+
+
+def test_a_seed_reaches_every_stage_and_the_recipe_script_pools_seeds(tmp_path: Path) -> None:
+    """`seed=1` on a recipe: every stage's composed train config has train.seed 1 (a stage's own overrides
+    cannot leave it at 0); no seed leaves train.yaml's. launch/compare_tiny_recipes.sh SEEDS="0 1 2" trains each
+    recipe once per seed under its own name and pools them into one eval.compare entry (checked with `python`
+    replaced by a recorder: the runs take ~2 hours)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for seed, want in ((None, 0), (1, 1)):
+            extra = [] if seed is None else ["name=scylla-tiny-s1", f"seed={seed}"]
+            typed = to_typed_as(PipelineConfig, compose("pipeline", overrides=["experiment=scylla-tiny", *extra]),
+                                "pipeline")  # fmt: skip
+            assert len(typed.stages) == 3
+            for stage in typed.stages:
+                words = stage_command(typed, stage, tmp_path, None)
+                overrides = words[words.index("train") + 1 :]
+                overrides = [
+                    o
+                    for o in overrides
+                    if not o.startswith(("output_dir=", "run_name=", "logger.group=", "resume="))
+                ]
+                assert to_typed(compose("train", overrides=overrides)).train.seed == want, (seed, stage.name)
+    bindir, log = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    (bindir / "python").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bindir / "python").chmod(0o755)
+    proc = subprocess.run(["bash", str(REPO / "launch" / "compare_tiny_recipes.sh")], capture_output=True, text=True,
+                          env={"PATH": f"{bindir}:/usr/bin:/bin", "SEEDS": "0 1 2", "RECIPES": "scylla eagle2"},
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert [c.split(" eval=")[0] for c in calls[:-1]] == [
+        f"-m train.pipeline experiment={r}-tiny name={r}-tiny{'' if s == 0 else f'-s{s}'} seed={s}"
+        for r in ("scylla", "eagle2") for s in range(3)
+    ], calls  # fmt: skip
+    runs = {r: ",".join(f"outputs/experiments/{r}-tiny{'' if s == 0 else f'-s{s}'}" for s in range(3))
+            for r in ("scylla", "eagle2")}  # fmt: skip
+    assert calls[-1] == (
+        f"-m eval.compare scylla={runs['scylla']} eagle2={runs['eagle2']} --target tiny-llama --temperatures 0 1 "
+        "--num-prompts 64 --out outputs/compare-tiny --overrides"
+    ), calls[-1]
 
 
 def test_stages_chain_resume_inside_a_stage_and_rerun_skips_finished(

@@ -45,6 +45,23 @@ def test_tiny_axes() -> None:
     assert len(shared) == 1
 
 
+def test_tiny_scale_axes() -> None:
+    """The larger tiny grid (issue 24 items 3, 4): budgets 100k..1.6M 2x apart at depth 2, depth 1/2/4/8 at the
+    largest, one results folder, both axes decoded on 64 prompts x 64 tokens, and its 100k..400k trainings the
+    tiny sweep's own (same keys: a tiny sweep already run is not retrained)."""
+    tokens, depth = grid_points("tiny-scale-tokens", []), grid_points("tiny-scale-depth", [])
+    assert sorted(p.tokens for p in tokens) == [100_000, 200_000, 400_000, 800_000, 1_600_000]
+    assert {p.depth for p in tokens} == {2}
+    assert sorted((p.tokens, p.depth) for p in depth) == [(1_600_000, d) for d in (1, 2, 4, 8)]
+    shared = {p.train_key for p in tokens} & {p.train_key for p in depth}
+    assert shared == {next(p.train_key for p in tokens if p.tokens == 1_600_000)}
+    for p in (*tokens, *depth):
+        assert p.output_root == "outputs/sweeps/tiny-scale"
+        assert {"prompts.num_prompts=64", "max_new_tokens=64"} <= set(p.eval.overrides)
+    tiny = {p.train_key for p in grid_points("tiny-tokens", [])}
+    assert tiny & {p.train_key for p in tokens} == {p.train_key for p in tokens if p.tokens <= 400_000}
+
+
 def test_tiny_dflash_axes() -> None:
     """Depth 1..8 at DFlash's default block and blocks 4, 8, 16 at depth 2, in their own results folder: the
     block is a tracked axis (train override, train key, draft_length = block - 1 in each chain eval) and the

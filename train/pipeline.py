@@ -50,6 +50,9 @@ class PipelineConfig:
     stages: list[PipelineStage] = field(default_factory=list)  # in order; stage.init_from is filled in
     eval: list[str] = field(default_factory=list)  # overrides for `python -m eval` on the last export
     output_root: str = "outputs/experiments/${name}"
+    # train.seed of every stage (the draft's init and per-rank noise); None leaves the stages' own (0). One recipe
+    # trained with several seeds: `name=<recipe>-s1 seed=1`, ... (launch/compare_tiny_recipes.sh SEEDS=...).
+    seed: int | None = None
     # The one target of the recipe (conf group `target/`): every stage, preparation step and eval gets it.
     # None (a config without conf/pipeline.yaml's defaults): stages take the target from `common`.
     target: TargetConfig | None = None
@@ -86,6 +89,7 @@ def stage_command(cfg: PipelineConfig, stage: PipelineStage, out: Path, init_fro
         *target_overrides(cfg.target),
         *cfg.common,
         *stage.overrides,
+        *([] if cfg.seed is None else [f"train.seed={cfg.seed}"]),
         f"output_dir={out}",
         f"run_name={cfg.name}-{stage.name}",
         f"logger.group={cfg.name}",
