@@ -13,8 +13,8 @@
 # Past the grid: `python -m eval.laws.point -m --config-name sweep/tiny-tokens name=$NAME tokens=800000,1600000`
 # adds budgets; `python -m eval.laws outputs/sweeps/$NAME` then fits above the servable layout's warm-up, where
 # its rule puts it (eval/laws/warmup.py; `--min-tokens N` overrides the rule; docs/scaling-laws.md).
-# GRID=tiny-scale AXES="tokens depth" runs the larger grid instead (conf/sweep/tiny-scale-*.yaml: 100k..1.6M tokens,
-# depth 1/2/4/8 at 1.6M, 64 prompts x 64 tokens a point; ~2.5 h on 2 cores) into outputs/sweeps/tiny-scale.
+# GRID=tiny-scale AXES="tokens depth" runs the larger grid instead (conf/sweep/tiny-scale-*.yaml: 50k..1.6M tokens,
+# depth 1/2/4/8 at 1.6M, 64 prompts x 64 tokens a point; ~1 h 50 min on 2 cores) into outputs/sweeps/tiny-scale.
 # AXES="tokens depth" limits the axes; extra arguments go to every multirun (e.g. tracking=none), so one
 # `target=<conf/target option>` or `target.name_or_path=<folder>` retargets the whole sweep (as for recipes).
 set -euo pipefail

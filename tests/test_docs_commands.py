@@ -154,3 +154,76 @@ def test_the_self_attend_study_prints_commands_that_make_its_table(tmp_path: Pat
         assert pooled[entry].split(",") == [
             f"outputs/study-sai/{arm}-s{s}/train/key/export" for s in range(3)
         ]
+
+
+SCALE_STUDY = "### Scylla, EAGLE-3 and EAGLE-2 to 1.6M tokens; capacity at 1.6M"
+
+
+def _points_of(command: str) -> list:
+    """The points a printed `python -m eval.laws.point -m --config-name sweep/<grid> k=v ...` line runs: the grid's
+    own sweep with the line's comma lists in place of its values (Hydra's basic sweeper: the command line wins)."""
+    import itertools
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from data.paths import CONF_DIR, register_resolvers
+    from eval.laws.config import to_point_config
+
+    words = command.split()
+    assert words[:5] == ["python", "-m", "eval.laws.point", "-m", "--config-name"], command
+    grid, overrides = words[5].removeprefix("sweep/"), words[6:]
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = hydra_compose(f"sweep/{grid}", return_hydra_config=True)
+        params = {k: str(v).split(",") for k, v in (base.hydra.sweeper.params or {}).items()}
+        swept = dict(o.split("=", 1) for o in overrides if "," in o)
+        params.update({k: v.split(",") for k, v in swept.items()})
+        fixed = [o for o in overrides if "," not in o]
+        combos = itertools.product(*params.values())
+        return [
+            to_point_config(
+                hydra_compose(
+                    f"sweep/{grid}", overrides=[*fixed, *map("=".join, zip(params, c, strict=True))]
+                )
+            )
+            for c in combos
+        ]
+
+
+def test_the_scale_study_prints_commands_that_make_its_tables(tmp_path: Path) -> None:
+    """docs/scaling-laws.md's study past the tiny sweep: the first line runs launch/sweep_tiny.sh on the
+    tiny-scale grids (checked with `python` replaced by a recorder: the runs take ~2.5 hours), the next two train
+    EAGLE-3 and EAGLE-2 at three of Scylla's budgets on the same eval (64 prompts x 64 tokens), each into its own
+    results folder, and the last fits the Scylla sweep."""
+    sweep, eagle3, eagle2, fit = section_commands(SCALE_STUDY, DOCS / "scaling-laws.md")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls"
+    (bindir / "python").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bindir / "python").chmod(0o755)
+    env = {**shell_env(), "PATH": f"{bindir}:/usr/bin:/bin"}
+    proc = subprocess.run(["bash", "-c", sweep], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().splitlines() == [
+        "-m eval.laws.point -m --config-name sweep/tiny-scale-tokens name=tiny-scale tracking=none",
+        "-m eval.laws.point -m --config-name sweep/tiny-scale-depth name=tiny-scale tracking=none",
+        "-m eval.laws outputs/sweeps/tiny-scale",
+        "-m eval.plan outputs/sweeps/tiny-scale/laws.json --compute 1.7e14 --batch 16",
+    ]
+    scylla = {
+        p.tokens: p for p in _points_of("python -m eval.laws.point -m --config-name sweep/tiny-scale-tokens")
+    }
+    for line, draft, folder in (
+        (eagle3, "eagle3", "tiny-scale-eagle3"),
+        (eagle2, "eagle", "tiny-scale-eagle2"),
+    ):
+        points = _points_of(line)
+        assert sorted(p.tokens for p in points) == [200_000, 400_000, 1_600_000], line
+        for p in points:
+            assert (p.draft_name, p.depth, p.axis) == (draft, 1, "tokens"), line
+            assert p.output_root == f"outputs/sweeps/{folder}", line
+            assert p.eval == scylla[p.tokens].eval  # the same prompts, tokens, temperatures and trees
+            assert p.train == scylla[p.tokens].train, line  # the same data, micro-batch and schedule rule
+    assert fit.split() == ["python", "-m", "eval.laws", "outputs/sweeps/tiny-scale", "--no-wandb"]

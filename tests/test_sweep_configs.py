@@ -46,11 +46,11 @@ def test_tiny_axes() -> None:
 
 
 def test_tiny_scale_axes() -> None:
-    """The larger tiny grid (issue 24 items 3, 4): budgets 100k..1.6M 2x apart at depth 2, depth 1/2/4/8 at the
-    largest, one results folder, both axes decoded on 64 prompts x 64 tokens, and its 100k..400k trainings the
-    tiny sweep's own (same keys: a tiny sweep already run is not retrained)."""
+    """The larger tiny grid (issue 24 items 3, 4): six budgets 50k..1.6M 2x apart at depth 2 (the warm-up rule
+    needs six), depth 1/2/4/8 at the largest, one results folder, both axes decoded on 64 prompts x 64 tokens, and
+    its 50k..400k trainings the tiny sweep's own (same keys: a tiny sweep already run is not retrained)."""
     tokens, depth = grid_points("tiny-scale-tokens", []), grid_points("tiny-scale-depth", [])
-    assert sorted(p.tokens for p in tokens) == [100_000, 200_000, 400_000, 800_000, 1_600_000]
+    assert sorted(p.tokens for p in tokens) == [50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000]
     assert {p.depth for p in tokens} == {2}
     assert sorted((p.tokens, p.depth) for p in depth) == [(1_600_000, d) for d in (1, 2, 4, 8)]
     shared = {p.train_key for p in tokens} & {p.train_key for p in depth}
