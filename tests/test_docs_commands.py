@@ -160,40 +160,22 @@ SCALE_STUDY = "### Scylla, EAGLE-3 and EAGLE-2 to 1.6M tokens; capacity at 1.6M"
 
 
 def _points_of(command: str) -> list:
-    """The points a printed `python -m eval.laws.point -m --config-name sweep/<grid> k=v ...` line runs: the grid's
-    own sweep with the line's comma lists in place of its values (Hydra's basic sweeper: the command line wins)."""
-    import itertools
-
-    from hydra import compose as hydra_compose
+    """The points a printed `python -m eval.laws.point -m --config-name sweep/<grid> k=v ...` line runs."""
     from hydra import initialize_config_dir
 
     from data.paths import CONF_DIR, register_resolvers
-    from eval.laws.config import to_point_config
+    from eval.laws.cost import grid_points
 
     words = command.split()
     assert words[:5] == ["python", "-m", "eval.laws.point", "-m", "--config-name"], command
-    grid, overrides = words[5].removeprefix("sweep/"), words[6:]
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        base = hydra_compose(f"sweep/{grid}", return_hydra_config=True)
-        params = {k: str(v).split(",") for k, v in (base.hydra.sweeper.params or {}).items()}
-        swept = dict(o.split("=", 1) for o in overrides if "," in o)
-        params.update({k: v.split(",") for k, v in swept.items()})
-        fixed = [o for o in overrides if "," not in o]
-        combos = itertools.product(*params.values())
-        return [
-            to_point_config(
-                hydra_compose(
-                    f"sweep/{grid}", overrides=[*fixed, *map("=".join, zip(params, c, strict=True))]
-                )
-            )
-            for c in combos
-        ]
+        return grid_points(words[5].removeprefix("sweep/"), words[6:])
 
 
 def test_the_scale_study_prints_commands_that_make_its_tables(tmp_path: Path) -> None:
     """docs/scaling-laws.md's study past the tiny sweep: the first line runs launch/sweep_tiny.sh on the
-    tiny-scale grids (checked with `python` replaced by a recorder: the runs take ~2.5 hours), the next two train
+    tiny-scale grids (checked with `python` replaced by a recorder: the runs take ~2 hours), the next two train
     EAGLE-3 and EAGLE-2 at three of Scylla's budgets on the same eval (64 prompts x 64 tokens), each into its own
     results folder, and the last fits the Scylla sweep."""
     sweep, eagle3, eagle2, fit = section_commands(SCALE_STUDY, DOCS / "scaling-laws.md")

@@ -62,6 +62,18 @@ def test_tiny_scale_axes() -> None:
     assert tiny & {p.train_key for p in tokens} == {p.train_key for p in tokens if p.tokens <= 400_000}
 
 
+def test_a_comma_list_on_the_command_line_sweeps_that_key() -> None:
+    """grid_points reads extra overrides as a multirun's command line does: `tokens=a,b` replaces the grid's
+    budgets; a bracketed list is one value of a list key."""
+    points = grid_points("tiny-scale-tokens", ["tokens=200000,1600000", "draft_name=eagle", "depth=1"])
+    assert sorted((p.tokens, p.draft_name, p.depth) for p in points) == [
+        (200_000, "eagle", 1),
+        (1_600_000, "eagle", 1),
+    ]
+    one = grid_points("tiny-depth", ['train=["stage=pretrain","data=embedded-pydocs"]'])
+    assert len(one) == 4 and all(p.train == ["stage=pretrain", "data=embedded-pydocs"] for p in one)
+
+
 def test_tiny_dflash_axes() -> None:
     """Depth 1..8 at DFlash's default block and blocks 4, 8, 16 at depth 2, in their own results folder: the
     block is a tracked axis (train override, train key, draft_length = block - 1 in each chain eval) and the

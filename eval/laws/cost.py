@@ -85,14 +85,22 @@ def _override(cfg: PointConfig, key: str, default: int) -> int:
 
 
 def grid_points(name: str, extra: list[str]) -> list[PointConfig]:
-    """Every point of a basic-sweeper grid: the cartesian product of hydra.sweeper.params."""
+    """Every point of a basic-sweeper grid: the cartesian product of hydra.sweeper.params. As on a multirun's
+    command line, an `extra` override with a comma list (`tokens=200000,400000`) sweeps that key instead of the
+    grid's values; a bracketed or quoted value (`train=[a,b]`) is one value."""
     import itertools
 
-    base = compose(f"sweep/{name}", overrides=extra, return_hydra_config=True)
+    def swept(o: str) -> bool:
+        value = o.partition("=")[2]
+        return "," in value and not value.startswith(("[", "{", "'", '"'))
+
+    fixed = [o for o in extra if not swept(o)]
+    base = compose(f"sweep/{name}", overrides=fixed, return_hydra_config=True)
     params = {k: str(v).split(",") for k, v in (base.hydra.sweeper.params or {}).items()}
+    params |= {k: v.split(",") for k, _, v in (o.partition("=") for o in extra if swept(o))}
     points = []
     for combo in itertools.product(*params.values()):
-        over = [*extra, *(f"{k}={v}" for k, v in zip(params, combo, strict=True))]
+        over = [*fixed, *(f"{k}={v}" for k, v in zip(params, combo, strict=True))]
         points.append(to_point_config(compose(f"sweep/{name}", overrides=over)))
     return points
 
