@@ -185,15 +185,21 @@ def test_the_scale_study_prints_commands_that_make_its_tables(tmp_path: Path) ->
     (bindir / "python").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
     (bindir / "python").chmod(0o755)
     env = {**shell_env(), "PATH": f"{bindir}:/usr/bin:/bin"}
-    proc = subprocess.run(["bash", "-c", sweep], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert log.read_text().splitlines() == [
-        "-m eval.laws.point -m --config-name sweep/tiny-scale-tokens name=tiny-scale tracking=none",
-        "-m eval.laws.point -m --config-name sweep/tiny-scale-depth name=tiny-scale tracking=none",
-        "-m eval.laws outputs/sweeps/tiny-scale",
-        "-m eval.plan outputs/sweeps/tiny-scale/laws.json --compute 1.7e14 --batch 16",
+    # The page's opening block prints the same grid without the extras: both lines run as printed.
+    (short,) = [
+        c for c in section_commands("# Scaling laws", DOCS / "scaling-laws.md") if c.startswith("GRID=")
     ]
+    for line, extra, compute in ((sweep, " tracking=none", "1.7e14"), (short, "", "4e13")):
+        log.unlink(missing_ok=True)
+        proc = subprocess.run(["bash", "-c", line], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert log.read_text().splitlines() == [
+            f"-m eval.laws.point -m --config-name sweep/tiny-scale-tokens name=tiny-scale{extra}",
+            f"-m eval.laws.point -m --config-name sweep/tiny-scale-depth name=tiny-scale{extra}",
+            "-m eval.laws outputs/sweeps/tiny-scale",
+            f"-m eval.plan outputs/sweeps/tiny-scale/laws.json --compute {compute} --batch 16",
+        ], line
     scylla = {
         p.tokens: p for p in _points_of("python -m eval.laws.point -m --config-name sweep/tiny-scale-tokens")
     }

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from data.paths import CONF_DIR, register_resolvers
 from data.typed import to_typed as to_typed_as
 from tests.conftest import REPO, TINY_LLAMA
+from tests.readme_blocks import DOCS, section_commands
 from train.config import to_typed
 from train.pipeline import PipelineConfig, run_pipeline, stage_command, target_overrides
 
@@ -36,8 +37,8 @@ def test_every_experiment_composes_into_valid_stage_configs(experiment: str) -> 
 
 def test_a_seed_reaches_every_stage_and_the_recipe_script_pools_seeds(tmp_path: Path) -> None:
     """`seed=1` on a recipe: every stage's composed train config has train.seed 1 (a stage's own overrides
-    cannot leave it at 0); no seed leaves train.yaml's. launch/compare_tiny_recipes.sh SEEDS="0 1 2" trains each
-    recipe once per seed under its own name and pools them into one eval.compare entry (checked with `python`
+    cannot leave it at 0); no seed leaves train.yaml's. docs/recipes.md's `SEEDS="0 1 2" bash
+    launch/compare_tiny_recipes.sh` trains each recipe once per seed under its own name and pools them into one eval.compare entry (checked with `python`
     replaced by a recorder: the runs take ~2.5 hours)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for seed, want in ((None, 0), (1, 1)):
@@ -49,23 +50,28 @@ def test_a_seed_reaches_every_stage_and_the_recipe_script_pools_seeds(tmp_path: 
                 words = stage_command(typed, stage, tmp_path, None)
                 overrides = words[words.index("train") + 1 :]
                 assert to_typed(compose("train", overrides=overrides)).train.seed == want, (seed, stage.name)
+    # docs/recipes.md's line, run as printed (bash -c, from the repository root) with `python` a recorder.
+    (line,) = [c for c in section_commands("Compare recipes or drafts on the same prompts", DOCS / "recipes.md")
+               if c.startswith("SEEDS=")]  # fmt: skip
     bindir, log = tmp_path / "bin", tmp_path / "calls"
     bindir.mkdir()
     (bindir / "python").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
     (bindir / "python").chmod(0o755)
-    proc = subprocess.run(["bash", str(REPO / "launch" / "compare_tiny_recipes.sh")], capture_output=True, text=True,
-                          env={"PATH": f"{bindir}:/usr/bin:/bin", "SEEDS": "0 1 2", "RECIPES": "scylla eagle2"},
-                          timeout=60)  # fmt: skip
+    proc = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True,
+                          env={"PATH": f"{bindir}:/usr/bin:/bin"}, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
+    recipes = ("scylla", "scylla1", "eagle2", "eagle3", "medusa", "dense")
     assert [c.split(" eval=")[0] for c in calls[:-1]] == [
         f"-m train.pipeline experiment={r}-tiny name={r}-tiny{'' if s == 0 else f'-s{s}'} seed={s}"
-        for r in ("scylla", "eagle2") for s in range(3)
+        for r in recipes for s in range(3)
     ], calls  # fmt: skip
-    runs = {r: ",".join(f"outputs/experiments/{r}-tiny{'' if s == 0 else f'-s{s}'}" for s in range(3))
-            for r in ("scylla", "eagle2")}  # fmt: skip
+    entries = " ".join(
+        f"{r}=" + ",".join(f"outputs/experiments/{r}-tiny{'' if s == 0 else f'-s{s}'}" for s in range(3))
+        for r in recipes
+    )
     assert calls[-1] == (
-        f"-m eval.compare scylla={runs['scylla']} eagle2={runs['eagle2']} --target tiny-llama --temperatures 0 1 "
+        f"-m eval.compare {entries} --target tiny-llama --temperatures 0 1 "
         "--num-prompts 64 --out outputs/compare-tiny --overrides"
     ), calls[-1]
 
