@@ -8,6 +8,8 @@ export is measured and its tokens per stage are listed); NAME=PATH1,PATH2,... is
 seeds, pooled. Every draft is decoded at every temperature on the same prompts by the same engine; the table
 (recipe, seeds, tokens per stage, trainable parameters, tau and speed-up per temperature, each with its 95 %
 interval, training and eval wall time) is printed and written to compare.csv, with a bar chart in compare.png.
+Re-running resumes: an eval that --out already holds for the same config and the same export (its recorded
+training metadata unchanged) is read back instead of decoded again (--fresh decodes everything).
 
 Intervals (eval/intervals.py): one seed: the eval's own (tau: bootstrap over prompts; speed-up: over batches).
 Several seeds: tau is the ratio of totals over every seed's prompts and its interval resamples seeds, then
@@ -31,7 +33,7 @@ from safetensors import safe_open
 from data.paths import CONF_DIR, register_resolvers
 from eval.config import EvalConfig, to_eval_config
 from eval.intervals import mean_t_interval, ratio_ci
-from eval.run import EvalResult, evaluate
+from eval.run import EvalResult, evaluate, finished_result
 
 
 def _meta(export: Path) -> dict[str, Any]:
@@ -115,10 +117,24 @@ def eval_config(
 
 
 def evaluate_export(
-    target: str, export: Path, temperature: float, folder: Path, num_prompts: int, overrides: list[str]
+    target: str,
+    export: Path,
+    temperature: float,
+    folder: Path,
+    num_prompts: int,
+    overrides: list[str],
+    fresh: bool = False,
 ) -> EvalResult:
-    """One `python -m eval` of an export in this process (eval_config's settings)."""
-    return evaluate(eval_config(target, export, temperature, folder, num_prompts, overrides))
+    """One `python -m eval` of an export in this process (eval_config's settings), or, unless `fresh`, the one
+    `folder` already holds for the same config and the same export (eval.run.finished_result)."""
+    cfg = eval_config(target, export, temperature, folder, num_prompts, overrides)
+    done = None if fresh else finished_result(cfg)
+    if done is not None:
+        print(
+            f"[compare] {folder}: reusing the finished eval of {export} (same config; --fresh decodes again)"
+        )
+        return done
+    return evaluate(cfg)
 
 
 def main() -> None:
@@ -131,6 +147,11 @@ def main() -> None:
     p.add_argument("--num-prompts", type=int, default=32)
     p.add_argument("--out", default="outputs/compare")
     p.add_argument("--overrides", nargs="*", default=[], help="extra eval overrides, e.g. mode=chain")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="decode every draft again, even where --out holds its finished eval",
+    )
     args = p.parse_args()
     register_resolvers()
     out = Path(args.out)
@@ -144,20 +165,24 @@ def main() -> None:
         row: dict[str, Any] = {"recipe": name, "seeds": len(seeds), "tokens": tokens,
                                "trainable_params": trainable_params(export)}  # fmt: skip
         row["train_s"] = "?" if train_s is None else round(train_s)
-        start = time.perf_counter()
+        start, reused = time.perf_counter(), 0
         for temp in args.temperatures:
             runs = []
             for i, (seed_export, _, _) in enumerate(seeds):
-                folder = out / name / (f"t{temp:g}" if len(seeds) == 1 else f"seed{i}-t{temp:g}")
-                runs.append(
-                    evaluate_export(args.target, seed_export, temp, folder, args.num_prompts, args.overrides)
+                # One folder per seed whatever the count, so adding seeds later reuses the first ones' evals.
+                folder = out / name / f"seed{i}-t{temp:g}"
+                result = evaluate_export(
+                    args.target, seed_export, temp, folder, args.num_prompts, args.overrides, args.fresh
                 )
+                reused += result.read_back
+                runs.append(result)
             m = pooled(runs)
             row[f"tau@T={temp:g}"] = round(m["tau"], 3)
             row[f"tau@T={temp:g} ci95"] = _rounded(m["tau_ci95"])
             row[f"speedup@T={temp:g}"] = None if m["speedup"] is None else round(m["speedup"], 3)
             row[f"speedup@T={temp:g} ci95"] = _rounded(m["speedup_ci95"])
-        row["eval_s"] = round(time.perf_counter() - start, 1)
+        row["eval_s"] = round(time.perf_counter() - start, 1)  # decoding done by this run only
+        row["evals_reused"] = f"{reused}/{len(seeds) * len(args.temperatures)}"
         rows.append(row)
     write(rows, out, args.temperatures)
 

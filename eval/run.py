@@ -4,6 +4,7 @@ check they agree (temperature 0), measure, report."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ from eval.drafters import DraftSettings, NoDrafter, load_drafter
 from eval.engine import Engine, Generation, RowResult
 from eval.metrics import Metrics, summarize
 from eval.prompts import Prompt, load_prompts
-from eval.report import format_table, log_results, plot_all, write_outputs, write_results
+from eval.report import (
+    OUTPUTS_JSONL,
+    RESULTS_JSON,
+    format_table,
+    log_results,
+    plot_all,
+    write_outputs,
+    write_results,
+)
 from eval.verify import TreeVerifier
 from train.decoding.sampling import Sampling
 from train.modeling.target import FrozenTarget
@@ -55,6 +64,8 @@ class EvalResult:
     records: list[dict[str, Any]]  # the outputs.jsonl rows
     mismatches: list[Mismatch] = field(default_factory=list)
     table: str = ""
+    # True: finished_result read this from an earlier run's files and nothing was decoded.
+    read_back: bool = False
 
     @property
     def lossless(self) -> bool:
@@ -135,6 +146,29 @@ def decode_all(cfg: EvalConfig, target: FrozenTarget, spec: Engine, base: Engine
                 records.append(_record(p, bs, sr, target.tokenizer, bad, br))
         by_bs[bs] = summarize(batches, cfg.positions)
     return by_bs, records, mismatches
+
+
+def finished_result(cfg: EvalConfig) -> EvalResult | None:
+    """The lossless eval already written in cfg.output_dir with exactly this config of the export that is at
+    cfg.draft_path now (its recorded metadata, which holds the training's creation time, unchanged), or None:
+    a caller that measures many drafts (eval.compare) can resume without decoding again what it measured."""
+    out_dir = Path(cfg.output_dir)
+    results, outputs = out_dir / RESULTS_JSON, out_dir / OUTPUTS_JSONL
+    export_config = Path(cfg.draft_path) / "config.json"
+    if not (results.is_file() and outputs.is_file() and export_config.is_file()):
+        return None
+    if outputs.stat().st_mtime_ns < results.stat().st_mtime_ns:  # evaluate writes results.json first
+        return None  # stopped between the two files: these outputs belong to an earlier eval
+    stored = json.loads(results.read_text())
+    config = json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg)), default=str))
+    stored_meta = {k: v for k, v in stored.get("draft", {}).get("meta", {}).items() if k != "architecture"}
+    export_meta = json.loads(export_config.read_text()).get("meta")
+    if stored.get("config") != config or stored_meta != export_meta or not stored.get("lossless"):
+        return None
+    by_bs = {int(b): m for b, m in stored["by_batch_size"].items()}
+    records = [json.loads(line) for line in outputs.read_text().splitlines() if line.strip()]
+    files = {"results_json": results, "outputs_jsonl": outputs}
+    return EvalResult(stored["metrics"], by_bs, out_dir, files, records, read_back=True)
 
 
 def evaluate(

@@ -142,13 +142,29 @@ def test_stages_chain_resume_inside_a_stage_and_rerun_skips_finished(
 
     # compare: the experiment folder (last stage) and the first stage's export, same prompts, T=0 and T=1.
     out = tmp_path / "cmp"
-    proc = subprocess.run(
-        [sys.executable, "-m", "eval.compare", f"exp={tmp_path / 'exp'}", f"first={tmp_path / 'exp' / 'first' / 'export'}",
-         "--target=tiny-llama", "--num-prompts=2", f"--out={out}", "--overrides", "max_new_tokens=6", "mode=chain"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def compare(*overrides: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "eval.compare", f"exp={tmp_path / 'exp'}", f"first={tmp_path / 'exp' / 'first' / 'export'}",
+             "--target=tiny-llama", "--num-prompts=2", f"--out={out}", "--overrides", "mode=chain", *overrides],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    compare("max_new_tokens=6")
     rows = list(csv.DictReader(open(out / "compare.csv")))
+    assert [r["evals_reused"] for r in rows] == ["0/2", "0/2"]
+    # Run again: every eval is read back, nothing decoded, the same table; another config decodes again.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")}
+    assert len(stamps) == 4, sorted(stamps)
+    assert compare("max_new_tokens=6").stdout.count("reusing the finished eval") == 4
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")} == stamps
+    again = list(csv.DictReader(open(out / "compare.csv")))
+    assert [r["evals_reused"] for r in again] == ["2/2", "2/2"]
+    assert [(r["tau@T=0"], r["tau@T=1"]) for r in again] == [(r["tau@T=0"], r["tau@T=1"]) for r in rows]
+    assert "reusing" not in compare("max_new_tokens=5").stdout
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
     assert [r["recipe"] for r in rows] == ["exp", "first"]
     assert rows[0]["tokens"].startswith("first ") and "second" in rows[0]["tokens"]
     assert all(float(r["tau@T=0"]) >= 1.0 and float(r["tau@T=1"]) >= 1.0 for r in rows)
