@@ -4,7 +4,8 @@
 # scylla1 is the Scylla recipe with a 1-layer head (EAGLE-3's architecture): recipe vs depth.
 # SEEDS="0 1 2" trains each recipe once per seed (seed 0 in outputs/experiments/<recipe>-tiny, seed s in
 # <recipe>-tiny-s<s>) and pools a recipe's seeds into one entry: its tau interval resamples seeds, then prompts.
-# Each pipeline resumes or skips what is finished, so rerunning after an interruption continues.
+# Each pipeline resumes or skips what is finished, and eval.compare reads back every eval it already made of an
+# unchanged export with the same settings, so rerunning after an interruption (or with more SEEDS) continues.
 # RECIPES="scylla eagle3" limits the set; PROMPTS=32 decodes fewer prompts; extra arguments are eval overrides
 # for compare (e.g. mode=chain).
 set -euo pipefail
