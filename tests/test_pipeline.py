@@ -163,6 +163,13 @@ def test_stages_chain_resume_inside_a_stage_and_rerun_skips_finished(
     again = list(csv.DictReader(open(out / "compare.csv")))
     assert [r["evals_reused"] for r in again] == ["2/2", "2/2"]
     assert [(r["tau@T=0"], r["tau@T=1"]) for r in again] == [(r["tau@T=0"], r["tau@T=1"]) for r in rows]
+    # A retrained export (its recorded metadata differs) is decoded again; the other draft's evals are not.
+    first_config = tmp_path / "exp" / "first" / "export" / "config.json"
+    exported = json.loads(first_config.read_text())
+    exported["meta"]["created"] = "retrained"
+    first_config.write_text(json.dumps(exported))
+    assert compare("max_new_tokens=6").stdout.count("reusing the finished eval") == 2
+    assert [r["evals_reused"] for r in csv.DictReader(open(out / "compare.csv"))] == ["2/2", "0/2"]
     assert "reusing" not in compare("max_new_tokens=5").stdout
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
     assert [r["recipe"] for r in rows] == ["exp", "first"]
