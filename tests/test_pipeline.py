@@ -39,7 +39,7 @@ def test_a_seed_reaches_every_stage_and_the_recipe_script_pools_seeds(tmp_path: 
     """`seed=1` on a recipe: every stage's composed train config has train.seed 1 (a stage's own overrides
     cannot leave it at 0); no seed leaves train.yaml's. docs/recipes.md's `SEEDS="0 1 2" bash
     launch/compare_tiny_recipes.sh` trains each recipe once per seed under its own name and pools them into one eval.compare entry (checked with `python`
-    replaced by a recorder: the runs take ~2.5 hours)."""
+    replaced by a recorder: the runs take ~2 hours)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for seed, want in ((None, 0), (1, 1)):
             extra = [] if seed is None else ["name=scylla-tiny-s1", f"seed={seed}"]
